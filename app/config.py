@@ -1,0 +1,54 @@
+"""One typed configuration for prediction, built by the CLI or the Python API."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How much test-time work is spent per case."""
+    name: str
+    tta: bool          # 8-flip mirroring over the plan's mirror axes
+    step_size: float   # sliding-window step, as a fraction of the patch
+    max_folds: int | None  # None: every fold in the weights folder
+
+
+MODES: dict[str, Mode] = {
+    # nnU-Net's own inference: every fold, every flip, half-patch step.
+    "accurate": Mode("accurate", tta=True, step_size=0.5, max_folds=None),
+    # Measured in bench/: see BENCHMARKS.md for its agreement with accurate.
+    "fast": Mode("fast", tta=False, step_size=0.7, max_folds=2),
+}
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    weights_dir: Path = DEFAULT_WEIGHTS
+    mode: str = "accurate"
+    folds: tuple[int, ...] | None = None   # explicit folds override the mode's choice
+    tta: bool | None = None                # None: the mode decides
+    step_size: float | None = None         # None: the mode decides
+    device: str = "auto"                   # auto | cuda | cpu
+    tile_batch: int = 0                    # tiles per network call; 0 picks by device
+    fp16: bool = True                      # autocast on CUDA; ignored on the CPU
+    overwrite: bool = True
+    progress: bool = True
+    preview_dir: Path | None = None
+    shard: tuple[int, int] | None = None   # (index, count), index from 0
+    extra: dict = field(default_factory=dict)
+
+    def resolved_mode(self) -> Mode:
+        try:
+            mode = MODES[self.mode]
+        except KeyError:
+            raise ValueError(f"unknown mode {self.mode!r}; choose from {sorted(MODES)}") from None
+        if self.tta is not None:
+            mode = replace(mode, tta=self.tta)
+        if self.step_size is not None:
+            if not 0.0 < self.step_size <= 1.0:
+                raise ValueError(f"step size must be in (0, 1], got {self.step_size}")
+            mode = replace(mode, step_size=self.step_size)
+        return mode

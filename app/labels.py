@@ -1,0 +1,21 @@
+"""The one registry of output classes: FLARE21 label values, names and preview colours."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Organ:
+    label: int
+    name: str
+    rgb: tuple[int, int, int]
+
+
+ORGANS: tuple[Organ, ...] = (
+    Organ(1, "liver", (220, 80, 60)),
+    Organ(2, "kidney", (250, 200, 40)),
+    Organ(3, "spleen", (60, 120, 230)),
+    Organ(4, "pancreas", (80, 200, 110)),
+)
+LABELS: dict[int, str] = {organ.label: organ.name for organ in ORGANS}
+NUM_CLASSES = len(ORGANS) + 1  # background included
