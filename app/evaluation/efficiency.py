@@ -150,6 +150,7 @@ def run(args: argparse.Namespace,
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    args.outputs = args.outputs.resolve()  # container mounts and `cd`-ing scripts need it absolute
     device = _gpu_device(args.gpu)
     make_sampler = make_sampler or (lambda: GpuMemorySampler(device=device))
     report = args.report or args.outputs / "efficiency"
