@@ -34,7 +34,7 @@ class PredictConfig:
     device: str = "auto"                   # auto | cuda | cpu
     tile_batch: int = 0                    # tiles per network call; 0 picks by device
     fp16: bool = True                      # autocast on CUDA; ignored on the CPU
-    overwrite: bool = True
+    overwrite: bool = False                # an existing mask is kept: restarted runs resume
     progress: bool = True
     preview_dir: Path | None = None
     shard: tuple[int, int] | None = None   # (index, count), index from 0

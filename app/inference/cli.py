@@ -1,0 +1,57 @@
+"""`python -m app predict`: argument parsing only; the work is in runner.py and predictor.py."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from app.config import DEFAULT_WEIGHTS, MODES, PredictConfig
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N, e.g. 0/4, not {text!r}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", type=Path, required=True, help="folder of CT images (*.nii.gz, *.nii)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the masks (created)")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights folder (default: %(default)s)")
+    parser.add_argument("--mode", choices=sorted(MODES), default="accurate",
+                        help="accurate: every fold, 8 flips, step 0.5 (default); fast: see README")
+    parser.add_argument("--folds", type=int, nargs="+", help="folds to ensemble (default: as the mode says)")
+    parser.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
+    parser.add_argument("--step-size", type=float, help="sliding-window step as a fraction of the patch")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    parser.add_argument("--tile-batch", type=int, default=0, help="tiles per network call (0: by device)")
+    parser.add_argument("--no-fp16", action="store_true", help="full precision on CUDA")
+    parser.add_argument("--overwrite", action="store_true", help="redo cases whose mask already exists")
+    parser.add_argument("--shard", type=_shard, help="I/N: only cases I, I+N, I+2N, ... of the sorted list")
+    parser.add_argument("--preview", type=Path, help="folder for one PNG preview per case")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> PredictConfig:
+    return PredictConfig(
+        weights_dir=args.weights, mode=args.mode,
+        folds=tuple(args.folds) if args.folds else None,
+        tta=False if args.no_tta else None, step_size=args.step_size,
+        device=args.device, tile_batch=args.tile_batch, fp16=not args.no_fp16,
+        overwrite=args.overwrite, progress=not args.quiet,
+        preview_dir=args.preview, shard=args.shard,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.inference.runner import run_predict
+    try:
+        config = config_from_args(args)
+        config.resolved_mode()
+    except ValueError as err:
+        print(f"error: {err}")
+        return 2
+    return run_predict(config, args.input, args.output)

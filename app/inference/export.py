@@ -1,0 +1,26 @@
+"""Class probabilities on the network grid -> label mask on the input's full grid (v1's
+save_segmentation_nifti_from_softmax, without temporary files or worker processes)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from app.inference.preprocess import Preprocessed
+from app.inference.resample import resample_argmax, separate_z_axis
+from app.inference.weights import Plan
+
+
+def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan) -> np.ndarray:
+    """Transpose back, resample to the cropped original shape (linear; nearest along the
+    low-resolution axis when anisotropic), argmax, and paste into the uncropped grid."""
+    probs = probs.permute(0, *[a + 1 for a in plan.transpose_backward])
+    target = case.cropped_shape
+    if tuple(probs.shape[1:]) == tuple(target):
+        cropped = probs.argmax(0).to(torch.uint8).cpu().numpy()
+    else:
+        axis = separate_z_axis(case.original_spacing, case.spacing_after_resampling,
+                               plan.separate_z_anisotropy_threshold)
+        cropped = resample_argmax(probs, target, axis)
+    mask = np.zeros(case.original_shape, dtype=np.uint8)
+    mask[case.bbox] = cropped
+    return mask

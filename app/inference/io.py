@@ -1,0 +1,121 @@
+"""Cases in, masks out: listing the input folder, reading CTs, and atomic mask writes."""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+CHANNEL_SUFFIX = re.compile(r"_0000$")
+PARTIAL_DIR = ".partial"  # hidden: organisers score only *.nii.gz files in the output folder itself
+
+
+class CaseError(RuntimeError):
+    """This one case cannot be processed; the message says why. Other cases go on."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str        # output name without extension, `_0000` removed
+    path: Path
+
+
+@dataclass(frozen=True)
+class Listing:
+    cases: list[Case]
+    skipped: list[tuple[Path, str]]     # (path, why) for things that are not cases
+    collisions: list[tuple[Path, str]]  # two inputs that would write the same mask
+
+
+def case_name(path: Path) -> str:
+    return CHANNEL_SUFFIX.sub("", NIFTI_SUFFIX.sub("", path.name))
+
+
+def list_cases(input_dir: Path) -> Listing:
+    """Every *.nii.gz / *.nii file is a case, sorted by name; anything else is skipped with a note."""
+    cases: list[Case] = []
+    skipped: list[tuple[Path, str]] = []
+    by_name: dict[str, Case] = {}
+    collisions: list[tuple[Path, str]] = []
+    for path in sorted(input_dir.iterdir(), key=lambda p: p.name):
+        if path.is_dir():
+            skipped.append((path, "a folder, not an image"))
+        elif not NIFTI_SUFFIX.search(path.name):
+            skipped.append((path, "not a NIfTI file (.nii or .nii.gz)"))
+        else:
+            case = Case(case_name(path), path)
+            if case.name in by_name:
+                collisions.append((path, f"same case name {case.name!r} as {by_name[case.name].path.name}"))
+                continue
+            by_name[case.name] = case
+            cases.append(case)
+    return Listing(cases, skipped, collisions)
+
+
+def output_path(output_dir: Path, case: Case) -> Path:
+    return output_dir / f"{case.name}.nii.gz"
+
+
+def read_image(path: Path) -> sitk.Image:
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
+        raise CaseError(f"cannot read {path.name}: not a readable NIfTI image ({first_line})") from None
+    return image
+
+
+def image_array(image: sitk.Image) -> np.ndarray:
+    """Voxels as float32 in numpy (z, y, x) order, as nnU-Net v1 reads them."""
+    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+
+
+def spacing_zyx(image: sitk.Image) -> tuple[float, ...]:
+    return tuple(float(s) for s in reversed(image.GetSpacing()))
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Create the folder, and prove it is writable before any work is done."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"output folder {output_dir} is not writable: {err.strerror or err}") from None
+
+
+def write_mask(mask: np.ndarray, reference: sitk.Image, path: Path) -> None:
+    """Write a uint8 mask on the reference's grid: to a temporary file, then an atomic rename,
+    so a run killed at any moment never leaves a partial .nii.gz where it would be scored."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint8, copy=False))
+    image.CopyInformation(reference)
+    partial_dir = path.parent / PARTIAL_DIR
+    partial_dir.mkdir(exist_ok=True)
+    tmp = partial_dir / f"{uuid.uuid4().hex}-{path.name}"
+    try:
+        sitk.WriteImage(image, str(tmp), True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_partials(output_dir: Path, older_than_s: float = 3600.0) -> None:
+    """Temporary files left by a killed earlier run. Only old ones: shards running side by side
+    share the folder, and a fresh file may be another worker's write in progress."""
+    import time
+    partial_dir = output_dir / PARTIAL_DIR
+    if not partial_dir.is_dir():
+        return
+    cutoff = time.time() - older_than_s
+    for leftover in partial_dir.iterdir():
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove

@@ -1,0 +1,58 @@
+"""nnU-Net v1's Generic_UNet, built from plans.json exactly as nnUNetTrainerV2 builds it,
+loaded from a safetensors state dict, and run over batches of tiles with mirroring TTA."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from app.inference.weights import NetworkSpec
+
+
+def build_network(spec: NetworkSpec) -> nn.Module:
+    # Imported here: generic_UNet pulls in batchgenerators and scipy, paid once per process.
+    from nnunet.network_architecture.generic_UNet import Generic_UNet
+
+    network = Generic_UNet(
+        spec.input_channels, spec.base_num_features, spec.num_classes,
+        len(spec.pool_op_kernel_sizes), spec.conv_per_stage, 2,
+        nn.Conv3d, nn.InstanceNorm3d, {"eps": 1e-5, "affine": True},
+        nn.Dropout3d, {"p": 0, "inplace": True},
+        nn.LeakyReLU, {"negative_slope": 1e-2, "inplace": True},
+        True, False, lambda x: x, None,  # deep supervision heads exist in the weights; no init: we load
+        [list(k) for k in spec.pool_op_kernel_sizes], [list(k) for k in spec.conv_kernel_sizes],
+        False, True, True,
+    )
+    network.do_ds = False  # inference uses the full-resolution head only
+    return network
+
+
+def load_network(spec: NetworkSpec, state: dict, device: torch.device) -> nn.Module:
+    network = build_network(spec)
+    missing, unexpected = network.load_state_dict(
+        {k: v.float() for k, v in state.items()}, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"weights do not fit the plan's network: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return network.to(device).eval()
+
+
+@torch.inference_mode()
+def predict_tiles(networks: Sequence[nn.Module], tiles: torch.Tensor, flips: Sequence[tuple[int, ...]],
+                  autocast: bool) -> torch.Tensor:
+    """Softmax summed over folds and averaged over flips, for a batch of tiles (B, C, *patch).
+
+    All flips of all tiles go through each network in one call; every flip is undone before
+    averaging, so this equals v1's one-tile-one-flip-at-a-time loop."""
+    batch = tiles.shape[0]
+    stacked = torch.cat([torch.flip(tiles, [a + 2 for a in f]) if f else tiles for f in flips])
+    total = None
+    for network in networks:
+        with torch.autocast(stacked.device.type, enabled=autocast):
+            logits = network(stacked)
+        probs = torch.softmax(logits.float(), dim=1)
+        for i, f in enumerate(flips):
+            part = probs[i * batch:(i + 1) * batch]
+            part = torch.flip(part, [a + 2 for a in f]) if f else part
+            total = part.clone() if total is None else total.add_(part)
+    return total / len(flips)

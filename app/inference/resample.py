@@ -1,0 +1,118 @@
+"""Resampling, as nnU-Net v1 does it, so that our masks match stock nnU-Net's.
+
+- Images: cubic spline in-plane (order 3, edge mode, no anti-aliasing, clipped to the input range
+  as skimage.transform.resize does), and nearest along a low-resolution axis when the spacing is
+  anisotropic ("separate z").
+- Probabilities: linear, nearest along the low-resolution axis, computed in torch in chunks along
+  the first axis so that memory stays bounded on large volumes, with the argmax taken per chunk.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def separate_z_axis(original_spacing: Sequence[float], target_spacing: Sequence[float],
+                    threshold: float = 3.0) -> int | None:
+    """v1's rule: the axis resampled on its own, or None. Decided on the original spacing first,
+    then the target; a tie of two coarse axes (e.g. 0.24, 1.25, 1.25) means no separate axis."""
+    for spacing in (original_spacing, target_spacing):
+        spacing = np.asarray(spacing, dtype=float)
+        if spacing.max() / spacing.min() > threshold:
+            coarse = np.where(spacing.max() / spacing == 1)[0]
+            return int(coarse[0]) if len(coarse) == 1 else None
+    return None
+
+
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
+    ratio = np.asarray(spacing, dtype=float) / np.asarray(target, dtype=float)
+    return tuple(int(v) for v in np.round(ratio * np.asarray(shape)).astype(int))
+
+
+def _spline_resize(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """skimage.transform.resize(image, shape, order=3, mode='edge', anti_aliasing=False)."""
+    from scipy import ndimage
+    zoom = [new / old for new, old in zip(shape, image.shape)]
+    out = ndimage.zoom(image, zoom, order=3, mode="nearest", grid_mode=True)
+    return np.clip(out, image.min(), image.max(), out=out)
+
+
+def _nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index per output index for order-0 map_coordinates with v1's half-voxel mapping."""
+    source = (n_in / n_out) * (np.arange(n_out) + 0.5) - 0.5
+    return np.clip(np.floor(source + 0.5), 0, n_in - 1).astype(np.int64)
+
+
+def resample_image(volume: np.ndarray, new_shape: Sequence[int], separate_axis: int | None) -> np.ndarray:
+    """Resample a 3D image (float32 in, float32 out) as v1's resample_data_or_seg does for data."""
+    new_shape = tuple(int(v) for v in new_shape)
+    if tuple(volume.shape) == new_shape:
+        return volume
+    data = volume.astype(np.float64)
+    if separate_axis is None:
+        return _spline_resize(data, new_shape).astype(np.float32)
+    plane_shape = tuple(s for a, s in enumerate(new_shape) if a != separate_axis)
+    moved = np.moveaxis(data, separate_axis, 0)
+    # v1 casts every slice back to the input dtype before stacking
+    slices = np.stack([_spline_resize(s, plane_shape).astype(np.float32) for s in moved])
+    if slices.shape[0] != new_shape[separate_axis]:
+        slices = slices[_nearest_indices(slices.shape[0], new_shape[separate_axis])]
+    return np.ascontiguousarray(np.moveaxis(slices, 0, separate_axis))
+
+
+def _linear_taps(n_in: int, n_out: int, rows: np.ndarray | None = None):
+    """Linear interpolation taps, align_corners=False with clamped edges (= scipy order 1 with
+    grid_mode and 'nearest' mode): (lower, upper, weight of upper) for the given output rows."""
+    rows = np.arange(n_out) if rows is None else rows
+    source = np.maximum((rows + 0.5) * (n_in / n_out) - 0.5, 0)
+    lower = np.minimum(np.floor(source).astype(np.int64), n_in - 1)
+    return lower, np.minimum(lower + 1, n_in - 1), source - lower
+
+
+def _blend(x: torch.Tensor, dim: int, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray) -> torch.Tensor:
+    view = [1] * x.dim()
+    view[dim] = len(weight)
+    w = torch.from_numpy(weight).to(device=x.device, dtype=x.dtype).view(view)
+    lo = torch.from_numpy(lower).to(x.device)
+    hi = torch.from_numpy(upper).to(x.device)
+    return x.index_select(dim, lo) * (1 - w) + x.index_select(dim, hi) * w
+
+
+def _resample_dim(x: torch.Tensor, dim: int, n_out: int, nearest: bool) -> torch.Tensor:
+    n_in = x.shape[dim]
+    if n_in == n_out:
+        return x
+    if nearest:
+        return x.index_select(dim, torch.from_numpy(_nearest_indices(n_in, n_out)).to(x.device))
+    return _blend(x, dim, *_linear_taps(n_in, n_out))
+
+
+def resample_argmax(probs: torch.Tensor, new_shape: Sequence[int], separate_axis: int | None,
+                    max_chunk_bytes: int = 256 << 20) -> np.ndarray:
+    """Resample class probabilities (C, Z, Y, X) to new_shape and take the argmax, in chunks of
+    output rows along axis 0, so memory stays bounded. Returns uint8 labels on the CPU."""
+    new_shape = tuple(int(v) for v in new_shape)
+    n_in = probs.shape[1]
+    out = np.empty(new_shape, dtype=np.uint8)
+    bytes_per_row = probs.shape[0] * new_shape[1] * new_shape[2] * 4
+    rows_per_chunk = max(1, min(new_shape[0], max_chunk_bytes // max(bytes_per_row, 1)))
+    nearest0 = separate_axis == 0
+    for start in range(0, new_shape[0], rows_per_chunk):
+        rows = np.arange(start, min(start + rows_per_chunk, new_shape[0]))
+        if n_in == new_shape[0]:
+            lower = upper = rows
+            weight = np.zeros(len(rows))
+        elif nearest0:
+            lower = upper = _nearest_indices(n_in, new_shape[0])[rows]
+            weight = np.zeros(len(rows))
+        else:
+            lower, upper, weight = _linear_taps(n_in, new_shape[0], rows)
+        first, last = int(lower.min()), int(upper.max()) + 1
+        slab = probs[:, first:last].float()
+        for dim in (1, 2):
+            slab = _resample_dim(slab, dim + 1, new_shape[dim], nearest=separate_axis == dim)
+        slab = _blend(slab, 1, lower - first, upper - first, weight)
+        out[rows[0]:rows[-1] + 1] = slab.argmax(0).to(torch.uint8).cpu().numpy()
+    return out

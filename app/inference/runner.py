@@ -1,0 +1,128 @@
+"""The predict command's loop: every case in the input folder becomes a mask, or one clear error.
+
+Exit codes: 0 every case written (or already there); 1 at least one case failed; 2 the run could
+not start (bad arguments, weights or output folder); 3 no cases in the input folder.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from app.config import PredictConfig
+from app.inference import io
+from app.inference.report import CaseReport, append_log, organ_volumes_ml, summary_table
+from app.inference.validate import check_image
+
+EXIT_OK, EXIT_CASE_FAILED, EXIT_CANNOT_START, EXIT_NO_CASES = 0, 1, 2, 3
+
+
+def select_shard(cases: list, shard: tuple[int, int] | None) -> list:
+    """Deterministic slice of the sorted case list: case k goes to shard k mod N."""
+    if shard is None:
+        return cases
+    index, count = shard
+    return cases[index::count]
+
+
+def run_predict(config: PredictConfig, input_dir: Path, output_dir: Path) -> int:
+    from app import PROCESS_START
+    if not input_dir.is_dir():
+        print(f"error: input folder {input_dir} does not exist or is not a folder", file=sys.stderr)
+        return EXIT_CANNOT_START
+    try:
+        io.check_output_dir(output_dir)
+    except PermissionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    io.remove_stale_partials(output_dir)
+    listing = io.list_cases(input_dir)
+    for path, why in listing.skipped:
+        print(f"note: skipping {path.name}: {why}")
+    reports = [CaseReport(io.case_name(path), "failed", error=f"{path.name}: {why}") for path, why in listing.collisions]
+    for report in reports:
+        print(report.line(), file=sys.stderr)
+    cases = select_shard(listing.cases, config.shard)
+    if not cases:
+        where = f" for shard {config.shard[0]}/{config.shard[1]}" if config.shard else ""
+        print(f"no cases{where}: no .nii.gz or .nii files in {input_dir}", file=sys.stderr)
+        return EXIT_CASE_FAILED if reports else EXIT_NO_CASES
+    todo = []
+    for case in cases:
+        if not config.overwrite and io.output_path(output_dir, case).exists():
+            reports.append(CaseReport(case.name, "skipped", error="mask exists (use --overwrite to redo it)"))
+            print(reports[-1].line())
+        else:
+            todo.append(case)
+    if todo:
+        status = _predict_cases(config, todo, output_dir, reports, PROCESS_START)
+        if status is not None:
+            return status
+    print(summary_table(reports))
+    return EXIT_CASE_FAILED if any(r.status == "failed" for r in reports) else EXIT_OK
+
+
+def _predict_cases(config, cases, output_dir, reports, process_start) -> int | None:
+    from app.inference.gpu import GpuTracker
+    from app.inference.predictor import Predictor
+    from app.inference.weights import WeightsError
+
+    tracker = GpuTracker.start(config.device)
+    try:
+        load_start = time.perf_counter()
+        try:
+            predictor = Predictor(config)
+        except (WeightsError, ValueError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_CANNOT_START
+        process = {"startup_s": round(load_start - process_start, 3),
+                   "weights_load_s": round(time.perf_counter() - load_start, 3),
+                   "folds": list(predictor.folds), "mode": predictor.mode.name, "tta": predictor.mode.tta,
+                   "step_size": predictor.mode.step_size}
+        print(f"loaded folds {list(predictor.folds)} on {predictor.device} "
+              f"(mode {predictor.mode.name}, tta {'on' if predictor.mode.tta else 'off'}, "
+              f"step {predictor.mode.step_size}) in {process['weights_load_s']:.1f} s")
+        for case in cases:
+            report = _predict_one(predictor, case, output_dir, config)
+            report.gpu = tracker.case_summary()
+            process["process_seconds"] = round(time.perf_counter() - process_start, 3)
+            reports.append(report)
+            print(report.line(), file=sys.stderr if report.status == "failed" else sys.stdout, flush=True)
+            append_log(output_dir, report, process)
+    finally:
+        tracker.stop()
+    return None
+
+
+def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConfig) -> CaseReport:
+    from app.inference.predictor import StageTimer
+    timer = StageTimer()
+    start = time.perf_counter()
+    report = CaseReport(case.name, "failed", device=str(predictor.device))
+    try:
+        with timer.stage("read"):
+            image = io.read_image(case.path)
+            check_image(image, case.path.name)
+        report.shape = tuple(image.GetSize())
+        report.spacing = tuple(image.GetSpacing())
+        mask = predictor.predict_array(image, timer)
+        with timer.stage("write"):
+            io.write_mask(mask, image, io.output_path(output_dir, case))
+        if config.preview_dir is not None:
+            with timer.stage("preview"):
+                _write_preview(image, mask, config.preview_dir / f"{case.name}.png")
+        report.volumes_ml = organ_volumes_ml(mask, image.GetSpacing())
+        report.status = "ok"
+    except io.CaseError as err:
+        report.error = str(err)
+    except Exception as err:  # one bad case must never stop the others
+        report.error = f"{case.path.name}: {type(err).__name__}: {err}"
+    report.seconds = round(time.perf_counter() - start, 3)
+    report.stages = {k: round(v, 3) for k, v in timer.seconds.items()}
+    return report
+
+
+def _write_preview(image, mask, path: Path) -> None:
+    from app.preview import write_preview
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_preview(image, mask, path)

@@ -1,0 +1,164 @@
+"""The weights folder: plans.json, fold_N.safetensors, postprocessing.json and MANIFEST.json.
+
+No pickle is ever loaded here: tensors come from safetensors, everything else from JSON, and every
+file is checked against MANIFEST.json's sha256 before use.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT_VERSION = 1
+FOLD_FILE = re.compile(r"^fold_(\d+)\.safetensors$")
+
+
+class WeightsError(RuntimeError):
+    """The weights folder is missing, incomplete or altered."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything Generic_UNet's constructor needs, as nnUNetTrainerV2 fills it in."""
+    input_channels: int
+    base_num_features: int
+    num_classes: int  # background included
+    pool_op_kernel_sizes: tuple[tuple[int, ...], ...]
+    conv_kernel_sizes: tuple[tuple[int, ...], ...]
+    conv_per_stage: int = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What inference needs from nnU-Net's plans.pkl, in the network's (transposed) axis order."""
+    network: NetworkSpec
+    patch_size: tuple[int, ...]
+    target_spacing: tuple[float, ...]        # transposed axis order, mm
+    transpose_forward: tuple[int, ...]
+    transpose_backward: tuple[int, ...]
+    intensity_mean: float
+    intensity_sd: float
+    intensity_lower: float                   # percentile 0.5 of the training foreground
+    intensity_upper: float                   # percentile 99.5
+    mirror_axes: tuple[int, ...]
+    separate_z_anisotropy_threshold: float
+    labels: dict[int, str]
+    training_orientation: str | None = None  # e.g. "LPS"; None: inputs are used as stored
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Plan":
+        if data.get("format_version") != FORMAT_VERSION:
+            raise WeightsError(f"plans.json format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
+        net = data["network"]
+        norm = data["normalization"]
+        if norm.get("scheme") != "CT":
+            raise WeightsError(f"only CT normalisation is supported, plans.json says {norm.get('scheme')!r}")
+        return cls(
+            network=NetworkSpec(
+                input_channels=int(net["input_channels"]),
+                base_num_features=int(net["base_num_features"]),
+                num_classes=int(net["num_classes"]),
+                pool_op_kernel_sizes=tuple(tuple(int(v) for v in k) for k in net["pool_op_kernel_sizes"]),
+                conv_kernel_sizes=tuple(tuple(int(v) for v in k) for k in net["conv_kernel_sizes"]),
+                conv_per_stage=int(net.get("conv_per_stage", 2)),
+            ),
+            patch_size=tuple(int(v) for v in data["patch_size"]),
+            target_spacing=tuple(float(v) for v in data["target_spacing"]),
+            transpose_forward=tuple(int(v) for v in data["transpose_forward"]),
+            transpose_backward=tuple(int(v) for v in data["transpose_backward"]),
+            intensity_mean=float(norm["mean"]),
+            intensity_sd=float(norm["sd"]),
+            intensity_lower=float(norm["lower"]),
+            intensity_upper=float(norm["upper"]),
+            mirror_axes=tuple(int(v) for v in data.get("mirror_axes", (0, 1, 2))),
+            separate_z_anisotropy_threshold=float(data.get("separate_z_anisotropy_threshold", 3.0)),
+            labels={int(k): str(v) for k, v in data["labels"].items()},
+            training_orientation=data.get("training_orientation"),
+        )
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """Labels for which only the largest connected component is kept (from cross-validation)."""
+    largest_component_labels: tuple[int, ...]
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Postprocessing":
+        labels: list[int] = []
+        for entry in data.get("for_which_classes", []):
+            if isinstance(entry, (list, tuple)):
+                # nnU-Net writes a list here for region-based training, which this plan never uses.
+                raise WeightsError(f"region-based postprocessing entry {entry!r} is not supported")
+            labels.append(int(entry))
+        return cls(tuple(sorted(labels)))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(weights_dir: Path) -> dict:
+    manifest_path = weights_dir / "MANIFEST.json"
+    if not weights_dir.is_dir():
+        raise WeightsError(f"weights folder {weights_dir} does not exist")
+    if not manifest_path.is_file():
+        raise WeightsError(f"{manifest_path} is missing: not a weights folder made by `python -m app export-weights`")
+    try:
+        return json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{manifest_path} is unreadable: {err}") from err
+
+
+def verify_manifest(weights_dir: Path, manifest: dict) -> None:
+    """Every file MANIFEST.json lists must exist with its sha256; a fold file it does not list is refused."""
+    listed = manifest.get("files") or {}
+    for required in ("plans.json", "postprocessing.json"):
+        if required not in listed:
+            raise WeightsError(f"MANIFEST.json in {weights_dir} does not list {required}")
+    for name, expected in listed.items():
+        path = weights_dir / name
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} is missing (listed in MANIFEST.json)")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise WeightsError(f"weights file {path} does not match MANIFEST.json "
+                               f"(sha256 {actual[:12]}..., expected {expected[:12]}...): altered or corrupt")
+    for path in weights_dir.iterdir():
+        if FOLD_FILE.match(path.name) and path.name not in listed:
+            raise WeightsError(f"{path} is not listed in MANIFEST.json; refusing an unverified fold")
+
+
+def available_folds(manifest: dict) -> list[int]:
+    return sorted(int(m.group(1)) for name in manifest.get("files", {}) if (m := FOLD_FILE.match(name)))
+
+
+@dataclass(frozen=True)
+class Weights:
+    plan: Plan
+    postprocessing: Postprocessing
+    folds: tuple[int, ...]
+    fold_states: tuple[dict, ...]   # fold -> state dict of torch tensors
+    manifest: dict
+
+
+def load_weights(weights_dir: Path, folds: tuple[int, ...] | None = None, max_folds: int | None = None) -> Weights:
+    """Verify and load. `folds=None` takes every fold the manifest lists, or the first `max_folds`."""
+    weights_dir = Path(weights_dir)
+    manifest = read_manifest(weights_dir)
+    verify_manifest(weights_dir, manifest)
+    present = available_folds(manifest)
+    chosen = tuple(present[:max_folds] if folds is None else folds)
+    missing = [f for f in chosen if f not in present]
+    if missing or not chosen:
+        raise WeightsError(f"fold(s) {missing or chosen} not in {weights_dir} (it has folds {present})")
+    plan = Plan.from_json(json.loads((weights_dir / "plans.json").read_text()))
+    post = Postprocessing.from_json(json.loads((weights_dir / "postprocessing.json").read_text()))
+    from safetensors.torch import load_file  # lazy: keeps `--help` and errors above fast
+    states = tuple(load_file(str(weights_dir / f"fold_{f}.safetensors")) for f in chosen)
+    return Weights(plan, post, chosen, states, manifest)

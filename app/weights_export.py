@@ -1,0 +1,136 @@
+"""`python -m app export-weights MODEL_DIR --out DIR`: nnU-Net v1 model folder -> weights/.
+
+This is the one place that reads nnU-Net's pickles (plans.pkl and .model checkpoints), so that
+inference never has to. It writes plans.json, fold_N.safetensors, postprocessing.json and
+MANIFEST.json, each file first to a temporary name and then renamed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+
+from app.inference.weights import FORMAT_VERSION, sha256_of
+from app.labels import LABELS
+
+CHECKPOINT = "model_final_checkpoint.model"
+FOLD_DIR = re.compile(r"^fold_(\d+)$")
+
+
+def plans_to_json(plans: dict, mirror_axes=(0, 1, 2), training_orientation: str | None = None) -> dict:
+    """The subset of a v1 3d_fullres plans.pkl that inference needs (highest stage, as v1 does)."""
+    stage = max(plans["plans_per_stage"].keys())
+    stage_plans = plans["plans_per_stage"][stage]
+    schemes = plans["normalization_schemes"]
+    if len(schemes) != 1:
+        raise ValueError(f"expected one input channel (CT), plans have {len(schemes)}")
+    intensity = plans["dataset_properties"]["intensityproperties"][0]
+    return {
+        "format_version": FORMAT_VERSION,
+        "network": {
+            "class": "Generic_UNet",
+            "input_channels": int(plans["num_modalities"]),
+            "base_num_features": int(plans["base_num_features"]),
+            "num_classes": int(plans["num_classes"]) + 1,
+            "conv_per_stage": int(plans.get("conv_per_stage", 2)),
+            "pool_op_kernel_sizes": [[int(v) for v in k] for k in stage_plans["pool_op_kernel_sizes"]],
+            "conv_kernel_sizes": [[int(v) for v in k] for k in stage_plans["conv_kernel_sizes"]],
+        },
+        "patch_size": [int(v) for v in stage_plans["patch_size"]],
+        "target_spacing": [float(v) for v in stage_plans["current_spacing"]],
+        "transpose_forward": [int(v) for v in plans["transpose_forward"]],
+        "transpose_backward": [int(v) for v in plans["transpose_backward"]],
+        "normalization": {
+            "scheme": schemes[0],
+            "mean": float(intensity["mean"]),
+            "sd": float(intensity["sd"]),
+            "lower": float(intensity["percentile_00_5"]),
+            "upper": float(intensity["percentile_99_5"]),
+        },
+        "mirror_axes": [int(a) for a in mirror_axes],
+        "separate_z_anisotropy_threshold": 3.0,
+        "labels": {str(k): v for k, v in {0: "background", **LABELS}.items()},
+        "training_orientation": training_orientation,
+        "data_identifier": plans.get("data_identifier"),
+    }
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _fold_state_dict(checkpoint_path: Path, dtype) -> dict:
+    import torch  # export is not the inference path; it may read nnU-Net's pickled checkpoints
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    state = checkpoint["state_dict"]
+    return {k.removeprefix("module."): v.detach().to(dtype).contiguous() for k, v in state.items()}
+
+
+def export_model_folder(model_dir: Path, out_dir: Path, manifest_extra: dict | None = None,
+                        dtype: str = "float32", training_orientation: str | None = None) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    plans_pkl = model_dir / "plans.pkl"
+    if not plans_pkl.is_file():
+        raise FileNotFoundError(f"{plans_pkl} not found: not an nnU-Net v1 model folder")
+    folds = sorted((int(m.group(1)), p) for p in model_dir.iterdir() if (m := FOLD_DIR.match(p.name)))
+    folds = [(f, p / CHECKPOINT) for f, p in folds if (p / CHECKPOINT).is_file()]
+    if not folds:
+        raise FileNotFoundError(f"no fold_N/{CHECKPOINT} in {model_dir}")
+    with open(plans_pkl, "rb") as handle:
+        plans = pickle.load(handle)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    _write_json(out_dir / "plans.json", plans_to_json(plans, training_orientation=training_orientation))
+    pp_file = model_dir / "postprocessing.json"
+    postprocessing = json.loads(pp_file.read_text()) if pp_file.is_file() else {"for_which_classes": []}
+    _write_json(out_dir / "postprocessing.json", postprocessing)
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
+    for fold, checkpoint in folds:
+        target = out_dir / f"fold_{fold}.safetensors"
+        tmp = target.with_name(f".{target.name}.tmp")
+        save_file(_fold_state_dict(checkpoint, torch_dtype), str(tmp), metadata={"fold": str(fold)})
+        os.chmod(tmp, 0o644)  # readable by the non-root user a container may run as
+        os.replace(tmp, target)
+
+    names = ["plans.json", "postprocessing.json"] + [f"fold_{f}.safetensors" for f, _ in folds]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_model": model_dir.name,
+        "storage_dtype": dtype,
+        "postprocessing_present_in_source": pp_file.is_file(),
+        **(manifest_extra or {}),
+        "files": {name: sha256_of(out_dir / name) for name in names},
+    }
+    _write_json(out_dir / "MANIFEST.json", manifest)
+    return out_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", type=Path, help="nnU-Net v1 model folder (plans.pkl, fold_N/, postprocessing.json)")
+    parser.add_argument("--out", type=Path, required=True, help="weights folder to write")
+    parser.add_argument("--manifest-extra", type=Path, help="JSON file merged into MANIFEST.json")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="storage precision of the tensors (float16 halves the size)")
+    parser.add_argument("--training-orientation", default=None,
+                        help="orientation code of the training data, e.g. LPS; inputs are reoriented to it")
+
+
+def run(args: argparse.Namespace) -> int:
+    extra = json.loads(args.manifest_extra.read_text()) if args.manifest_extra else None
+    out = export_model_folder(args.model_dir, args.out, extra, args.dtype, args.training_orientation)
+    print(f"wrote weights to {out}")
+    return 0
