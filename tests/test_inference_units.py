@@ -1,0 +1,77 @@
+"""The inference path's pieces against nnU-Net v1's own functions (the oracle)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.inference.postprocess import keep_largest_components
+from app.inference.resample import resample_argmax, resample_image, separate_z_axis
+from app.inference.sliding_window import flip_sets, gaussian_importance, padding_to_patch, tile_starts
+
+
+@pytest.mark.parametrize("patch,shape,step", [((64, 64, 64), (67, 64, 73), 0.5), ((48, 96, 80), (200, 96, 311), 0.5),
+                                              ((32, 32, 32), (32, 150, 33), 0.7), ((80, 192, 160), (134, 379, 458), 0.5)])
+def test_tile_starts_match_v1(patch, shape, step):
+    from nnunet.network_architecture.neural_network import SegmentationNetwork
+    assert tile_starts(patch, shape, step) == SegmentationNetwork._compute_steps_for_sliding_window(patch, shape, step)
+
+
+@pytest.mark.parametrize("patch", [(64, 64, 64), (48, 96, 80), (80, 192, 160)])
+def test_gaussian_matches_v1(patch):
+    from nnunet.network_architecture.neural_network import SegmentationNetwork
+    expected = SegmentationNetwork._get_gaussian(patch, 1.0 / 8)
+    np.testing.assert_allclose(gaussian_importance(patch), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_padding_matches_batchgenerators():
+    from batchgenerators.augmentations.utils import pad_nd_image
+    data = np.ones((1, 3, 70, 21), dtype=np.float32)
+    padded, slicer = pad_nd_image(data, (32, 64, 64), "constant", {"constant_values": 0}, True)
+    ours = padding_to_patch(data.shape[1:], (32, 64, 64))
+    assert [s.start for s in slicer[1:]] == [before for before, _ in ours]
+    assert padded.shape[1:] == tuple(s + b + a for s, (b, a) in zip(data.shape[1:], ours))
+
+
+def test_flip_sets():
+    assert len(flip_sets((0, 1, 2), True)) == 8 and flip_sets((0, 1, 2), False) == [()]
+    assert sorted(flip_sets((1, 2), True)) == [(), (1,), (1, 2), (2,)]
+
+
+@pytest.mark.parametrize("shape,spacing,target", [
+    ((20, 50, 44), (4.5, 0.8, 0.8), (2.5, 1.5, 1.5)),   # separate z along axis 0
+    ((30, 40, 36), (3.0, 3.0, 3.0), (3.5, 3.5, 3.5)),   # isotropic, downsampling
+    ((30, 40, 36), (3.0, 3.0, 3.0), (2.0, 2.5, 2.0)),   # isotropic, upsampling
+    ((40, 30, 12), (0.7, 0.7, 5.0), (1.0, 1.0, 3.0)),   # separate axis 2
+])
+def test_image_resampling_matches_v1(shape, spacing, target):
+    from nnunet.preprocessing.preprocessing import resample_patient
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal(shape) * 300).astype(np.float32)
+    new_shape = np.round(np.array(spacing) / np.array(target) * np.array(shape)).astype(int)
+    expected, _ = resample_patient(data[None], None, np.array(spacing), np.array(target), 3, 0,
+                                   force_separate_z=None, order_z_data=0, order_z_seg=0)
+    ours = resample_image(data, new_shape, separate_z_axis(spacing, target))
+    np.testing.assert_allclose(ours, expected[0], rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 2])
+def test_probability_resampling_matches_v1(axis):
+    from nnunet.preprocessing.preprocessing import resample_data_or_seg
+    rng = np.random.default_rng(1)
+    probs = torch.softmax(torch.from_numpy(rng.standard_normal((5, 17, 23, 19)).astype(np.float32) * 3), 0)
+    new_shape = (40, 31, 50)
+    expected = resample_data_or_seg(probs.numpy(), new_shape, False, axis=None if axis is None else [axis],
+                                    order=1, do_separate_z=axis is not None, order_z=0).argmax(0)
+    ours = resample_argmax(probs, new_shape, axis, max_chunk_bytes=5 * 31 * 50 * 4 * 7)  # several chunks
+    assert (ours == expected).mean() > 0.9999
+
+
+def test_largest_component_matches_v1():
+    from nnunet.postprocessing.connected_components import remove_all_but_the_largest_connected_component
+    rng = np.random.default_rng(2)
+    mask = (rng.random((30, 40, 50)) < 0.3).astype(np.uint8) * rng.integers(1, 5, (30, 40, 50)).astype(np.uint8)
+    expected, _, _ = remove_all_but_the_largest_connected_component(mask.copy(), [1, 2, 4], (1.0, 1.0, 1.0))
+    ours = keep_largest_components(mask.copy(), [1, 2, 4])
+    np.testing.assert_array_equal(ours, expected)
+    assert (ours == 3).sum() == (mask == 3).sum()  # a label not listed is untouched
