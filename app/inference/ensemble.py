@@ -11,33 +11,47 @@ from app.inference.network import predict_tiles
 from app.inference.sliding_window import flip_sets, gaussian_importance, padding_to_patch, tiles
 
 
-class SlidingWindow:
-    """Holds what does not change from case to case: the Gaussian map on the device."""
+def network_device(networks: Sequence[nn.Module]) -> torch.device:
+    return next(networks[0].parameters()).device
 
-    def __init__(self, patch: Sequence[int], mirror_axes: Sequence[int], device: torch.device):
+
+class SlidingWindow:
+    """Holds what does not change from case to case: the patch, the flips' axes, the Gaussian."""
+
+    def __init__(self, patch: Sequence[int], mirror_axes: Sequence[int]):
         self.patch = tuple(patch)
         self.mirror_axes = tuple(mirror_axes)
-        self.device = device
-        self.gaussian = torch.from_numpy(gaussian_importance(self.patch)).to(device)
+        self._gaussian = torch.from_numpy(gaussian_importance(self.patch))
+        self._gaussian_on: dict[torch.device, torch.Tensor] = {}
+
+    def gaussian(self, device: torch.device) -> torch.Tensor:
+        if device not in self._gaussian_on:
+            self._gaussian_on[device] = self._gaussian.to(device)
+        return self._gaussian_on[device]
 
     def probabilities(self, data: np.ndarray, networks: Sequence[nn.Module], n_classes: int, *,
-                      tta: bool, step_size: float, tile_batch: int, autocast: bool,
-                      progress: bool = False) -> torch.Tensor:
-        """Fold-averaged, flip-averaged, Gaussian-weighted softmax (C, *data.shape), on the device."""
+                      tta: bool, step_size: float, tile_batch: int, accumulate_on: torch.device,
+                      autocast: bool, progress: bool = False) -> torch.Tensor:
+        """Fold-averaged, flip-averaged, Gaussian-weighted softmax (C, *data.shape).
+
+        The networks run where their weights are; the sums live on `accumulate_on`, which may
+        be the CPU when GPU memory is short."""
+        compute_on = network_device(networks)
         pads = padding_to_patch(data.shape, self.patch)
-        image = torch.from_numpy(np.pad(data, pads, mode="constant")).to(self.device)
+        image = torch.from_numpy(np.pad(data, pads, mode="constant")).to(compute_on)
         windows = tiles(self.patch, image.shape, step_size)
         flips = flip_sets(self.mirror_axes, tta)
-        summed = torch.zeros((n_classes, *image.shape), dtype=torch.float32, device=self.device)
-        weight = torch.zeros(image.shape, dtype=torch.float32, device=self.device)
+        gaussian = self.gaussian(accumulate_on)
+        summed = torch.zeros((n_classes, *image.shape), dtype=torch.float32, device=accumulate_on)
+        weight = torch.zeros(image.shape, dtype=torch.float32, device=accumulate_on)
         bar = _progress(len(windows), progress)
         for first in range(0, len(windows), tile_batch):
             group = windows[first:first + tile_batch]
             batch = torch.stack([image[w] for w in group])[:, None]
-            probs = predict_tiles(networks, batch, flips, autocast)
+            probs = predict_tiles(networks, batch, flips, autocast and compute_on.type == "cuda").to(accumulate_on)
             for w, p in zip(group, probs):
-                summed[(slice(None), *w)] += p * self.gaussian
-                weight[w] += self.gaussian
+                summed[(slice(None), *w)] += p * gaussian
+                weight[w] += gaussian
             bar.update(len(group))
         bar.close()
         inner = tuple(slice(b, s - a) for (b, a), s in zip(pads, image.shape))

@@ -20,6 +20,7 @@ from app.inference import io
 from app.inference.ensemble import SlidingWindow
 from app.inference.export import probabilities_to_mask
 from app.inference.network import load_network
+from app.inference.orientation import mask_to_input_grid, reorient
 from app.inference.postprocess import keep_largest_components
 from app.inference.preprocess import preprocess
 from app.inference.weights import load_weights
@@ -60,7 +61,7 @@ class Predictor:
         self.weights = load_weights(config.weights_dir, config.folds, self.mode.max_folds)
         self.plan = self.weights.plan
         self.networks = [load_network(self.plan.network, state, self.device) for state in self.weights.fold_states]
-        self.window = SlidingWindow(self.plan.patch_size, self.plan.mirror_axes, self.device)
+        self.window = SlidingWindow(self.plan.patch_size, self.plan.mirror_axes)
         self.tile_batch = config.tile_batch or (4 if self.device.type == "cuda" else 1)
 
     @classmethod
@@ -83,16 +84,50 @@ class Predictor:
     def predict_array(self, image: sitk.Image, timer: StageTimer) -> np.ndarray:
         """uint8 mask in numpy (z, y, x) order on the image's own grid."""
         with timer.stage("preprocess"):
-            case = preprocess(io.image_array(image), io.spacing_zyx(image), self.plan)
+            oriented = reorient(image, self.plan.training_orientation)
+            case = preprocess(io.image_array(oriented), io.spacing_zyx(oriented), self.plan)
         with timer.stage("network"):
-            probs = self.window.probabilities(
-                case.data, self.networks, self.plan.network.num_classes,
-                tta=self.mode.tta, step_size=self.mode.step_size, tile_batch=self.tile_batch,
-                autocast=self.config.fp16 and self.device.type == "cuda", progress=self.config.progress)
+            probs = self._probabilities_with_fallback(case.data)
         with timer.stage("export"):
             mask = probabilities_to_mask(probs, case, self.plan)
             del probs
         with timer.stage("postprocess"):
             mask = keep_largest_components(mask, self.weights.postprocessing.largest_component_labels)
+            mask = mask_to_input_grid(mask, oriented, image)
         return mask
+
+    def _probabilities(self, data: np.ndarray, networks, tile_batch: int, accumulate_on: torch.device):
+        return self.window.probabilities(
+            data, networks, self.plan.network.num_classes, tta=self.mode.tta, step_size=self.mode.step_size,
+            tile_batch=tile_batch, accumulate_on=accumulate_on,
+            autocast=self.config.fp16, progress=self.config.progress)
+
+    def _probabilities_with_fallback(self, data: np.ndarray) -> torch.Tensor:
+        """Out of GPU memory, a case is retried with one tile at a time and the probabilities
+        kept in CPU memory, then entirely on the CPU. The run never dies from it."""
+        try:
+            return self._probabilities(data, self.networks, self.tile_batch, self.device)
+        except torch.OutOfMemoryError:
+            _release_gpu_memory()
+            print("warning: out of GPU memory; retrying with one tile at a time, probabilities on the CPU",
+                  file=sys.stderr)
+        cpu = torch.device("cpu")
+        try:
+            return self._probabilities(data, self.networks, 1, cpu)
+        except torch.OutOfMemoryError:
+            _release_gpu_memory()
+            print("warning: still out of GPU memory; this case runs on the CPU", file=sys.stderr)
+        return self._probabilities(data, self._cpu_networks(), 1, cpu)
+
+    def _cpu_networks(self):
+        if self.device.type == "cpu":
+            return self.networks
+        return [load_network(self.plan.network, state, torch.device("cpu")) for state in self.weights.fold_states]
+
+
+def _release_gpu_memory() -> None:
+    import gc
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
