@@ -2,6 +2,8 @@
 loaded from a safetensors state dict, and run over batches of tiles with mirroring TTA."""
 from __future__ import annotations
 
+import sys
+import types
 from typing import Sequence
 
 import torch
@@ -10,10 +12,36 @@ from torch import nn
 from app.inference.weights import NetworkSpec
 
 
-def build_network(spec: NetworkSpec) -> nn.Module:
-    # Imported here: generic_UNet pulls in batchgenerators and scipy, paid once per process.
-    from nnunet.network_architecture.generic_UNet import Generic_UNet
+_HEAVY_HELPERS = "batchgenerators.augmentations.utils"
 
+
+def _generic_unet_class():
+    """Import nnU-Net's Generic_UNet without its base class's augmentation helpers.
+
+    nnunet's SegmentationNetwork imports batchgenerators.augmentations.utils (which pulls in
+    skimage and pandas, about 0.8 s of start-up, paid on every FLARE case) only for a padding
+    helper of its own predict_3D, which this app never calls. A placeholder stands in during the
+    import; the real module stays importable afterwards for anyone else."""
+    if _HEAVY_HELPERS in sys.modules:
+        from nnunet.network_architecture.generic_UNet import Generic_UNet
+        return Generic_UNet
+    placeholder = types.ModuleType(_HEAVY_HELPERS)
+    placeholder.pad_nd_image = _not_used_here
+    sys.modules[_HEAVY_HELPERS] = placeholder
+    try:
+        from nnunet.network_architecture.generic_UNet import Generic_UNet
+    finally:
+        if sys.modules.get(_HEAVY_HELPERS) is placeholder:
+            del sys.modules[_HEAVY_HELPERS]
+    return Generic_UNet
+
+
+def _not_used_here(*_args, **_kwargs):
+    raise RuntimeError("nnU-Net's own predict_3D is not used by this app; see app.inference.ensemble")
+
+
+def build_network(spec: NetworkSpec) -> nn.Module:
+    Generic_UNet = _generic_unet_class()
     network = Generic_UNet(
         spec.input_channels, spec.base_num_features, spec.num_classes,
         len(spec.pool_op_kernel_sizes), spec.conv_per_stage, 2,
