@@ -134,10 +134,17 @@ predict_from_folder(model, inp, out, [int(f) for f in folds.split(',')], False, 
 """
 
 
-def run_stock_predict(model_dir: Path, input_dir: Path, output_dir: Path, folds=(0,), tta: bool = True,
-                      step_size: float = 0.5, timeout: float | None = None) -> subprocess.CompletedProcess:
+def stock_predict_command(model_dir: Path, input_dir: Path, output_dir: Path, folds=(0,), tta: bool = True,
+                          step_size: float = 0.5) -> tuple[list[str], dict]:
+    """argv and environment of one stock predict_from_folder run."""
     env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", nnUNet_raw_data_base="/tmp",
                nnUNet_preprocessed="/tmp", RESULTS_FOLDER="/tmp")
     args = [sys.executable, "-c", STOCK_SCRIPT, str(model_dir), str(input_dir), str(output_dir),
             ",".join(str(f) for f in folds), "1" if tta else "0", str(step_size)]
+    return args, env
+
+
+def run_stock_predict(model_dir: Path, input_dir: Path, output_dir: Path, folds=(0,), tta: bool = True,
+                      step_size: float = 0.5, timeout: float | None = None) -> subprocess.CompletedProcess:
+    args, env = stock_predict_command(model_dir, input_dir, output_dir, folds, tta, step_size)
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)

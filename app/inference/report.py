@@ -42,13 +42,21 @@ def organ_volumes_ml(mask: np.ndarray, spacing_xyz: tuple[float, ...]) -> dict[s
     return {organ.name: round(float(counts[organ.label]) * voxel_ml, 1) for organ in ORGANS}
 
 
-def append_log(output_dir: Path, report: CaseReport, process: dict) -> None:
+def log_path(output_dir: Path, shard: tuple[int, int] | None = None) -> Path:
+    """predict_log.jsonl; one file per shard, since appends from several machines to one file on a
+    network file system are not atomic."""
+    if shard is None:
+        return output_dir / LOG_NAME
+    return output_dir / f"predict_log.shard-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+def append_log(output_dir: Path, report: CaseReport, process: dict, shard: tuple[int, int] | None = None) -> None:
     """One JSON line per case, appended with a single write: organisers start one container
     per case, so every earlier line must survive."""
     record = {**asdict(report), **report.gpu, **process}
     record.pop("gpu")
     payload = (json.dumps(record, default=_jsonable) + "\n").encode()
-    fd = os.open(output_dir / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(log_path(output_dir, shard), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, payload)
     finally:

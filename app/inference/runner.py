@@ -42,11 +42,12 @@ def run_predict(config: PredictConfig, input_dir: Path, output_dir: Path) -> int
     reports = [CaseReport(io.case_name(path), "failed", error=f"{path.name}: {why}") for path, why in listing.collisions]
     for report in reports:
         print(report.line(), file=sys.stderr)
-    cases = select_shard(listing.cases, config.shard)
-    if not cases:
-        where = f" for shard {config.shard[0]}/{config.shard[1]}" if config.shard else ""
-        print(f"no cases{where}: no .nii.gz or .nii files in {input_dir}", file=sys.stderr)
+    if not listing.cases:
+        print(f"no cases: no .nii.gz or .nii files in {input_dir}", file=sys.stderr)
         return EXIT_CASE_FAILED if reports else EXIT_NO_CASES
+    cases = select_shard(listing.cases, config.shard)
+    if not cases:  # more shards than cases: nothing to do is success, or schedulers retry it
+        print(f"note: shard {config.shard[0]}/{config.shard[1]} has no cases ({len(listing.cases)} in all)")
     todo = []
     for case in cases:
         if not config.overwrite and io.output_path(output_dir, case).exists():
@@ -88,7 +89,7 @@ def _predict_cases(config, cases, output_dir, reports, process_start) -> int | N
             process["process_seconds"] = round(time.perf_counter() - process_start, 3)
             reports.append(report)
             print(report.line(), file=sys.stderr if report.status == "failed" else sys.stdout, flush=True)
-            append_log(output_dir, report, process)
+            append_log(output_dir, report, process, config.shard)
     finally:
         tracker.stop()
     return None
@@ -108,11 +109,11 @@ def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConf
         mask = predictor.predict_array(image, timer)
         with timer.stage("write"):
             io.write_mask(mask, image, io.output_path(output_dir, case))
+        report.volumes_ml = organ_volumes_ml(mask, image.GetSpacing())
+        report.status = "ok"
         if config.preview_dir is not None:
             with timer.stage("preview"):
                 _write_preview(image, mask, config.preview_dir / f"{case.name}.png")
-        report.volumes_ml = organ_volumes_ml(mask, image.GetSpacing())
-        report.status = "ok"
     except io.CaseError as err:
         report.error = str(err)
     except Exception as err:  # one bad case must never stop the others
@@ -123,6 +124,10 @@ def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConf
 
 
 def _write_preview(image, mask, path: Path) -> None:
-    from app.preview import write_preview
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_preview(image, mask, path)
+    """A preview is a convenience: failing to draw one never fails a case whose mask is written."""
+    try:
+        from app.preview import write_preview
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_preview(image, mask, path)
+    except Exception as err:
+        print(f"warning: no preview for {path.stem}: {type(err).__name__}: {err}", file=sys.stderr)
