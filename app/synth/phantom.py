@@ -1,0 +1,551 @@
+"""Synthetic abdominal CT phantoms with FLARE21 labels.
+
+Every phantom is an analytic anatomy in patient coordinates (ITK/DICOM LPS, millimetres:
++x patient's left, +y posterior, +z superior), evaluated on a randomly chosen scanner grid:
+
+- body outline with subcutaneous fat, an abdominal muscle wall and paraspinal muscles;
+- spine (cortical and cancellous bone, discs, canal, posterior elements), lower ribs;
+- lung bases above both hemidiaphragm domes, heart above the midline;
+- liver under the right dome, spleen left and posterior, two kidneys beside the spine (right
+  lower than left) with medulla and sinus fat, an elongated pancreas from the duodenal C-loop
+  to the splenic hilum, stomach, gallbladder, bowel loops, aorta, IVC, portal/splenic veins,
+  psoas muscles and a scanner table.
+
+Every organ gets its own random pose, scale and low-frequency surface perturbation, and the
+whole body a smooth random displacement field. Attenuation is drawn per case for a contrast
+phase (native, late arterial, portal venous) from literature ranges, so organs overlap in HU as
+real soft tissue does; a segmenter has to use shape and position. The image then gets a slice
+profile / point-spread blur (partial volume), smooth texture and noise.
+
+Labels: 0 background, 1 liver, 2 kidney, 3 spleen, 4 pancreas (app.labels).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+# ----------------------------------------------------------------------------- tissues
+AIR, SUBFAT, MUSCLE, VFAT, CORTEX, MARROW, DISC, CSF, LUNG, ARTERY, VEIN, BOWEL, GAS, ORAL, \
+    STOMACH_WALL, FLUID, GALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS, TABLE = range(24)
+N_TISSUES = 24
+
+TISSUE_LABEL = np.zeros(N_TISSUES, np.uint8)
+TISSUE_LABEL[LIVER] = 1
+TISSUE_LABEL[KCORTEX] = 2
+TISSUE_LABEL[KMEDULLA] = 2
+TISSUE_LABEL[SPLEEN] = 3
+TISSUE_LABEL[PANCREAS] = 4
+
+# Textured soft tissues (low-frequency intensity variation).
+_SOFT = np.zeros(N_TISSUES, bool)
+_SOFT[[MUSCLE, BOWEL, STOMACH_WALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS]] = True
+
+# HU ranges per contrast phase: (low, high) for the per-case mean. Sources: FLARE21 notes
+# (literature values, portal venous / native), plus common late-arterial values.
+_HU_RANGES = {
+    "native": {
+        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (38, 58), LIVER: (48, 68),
+        SPLEEN: (40, 55), PANCREAS: (28, 50), KCORTEX: (26, 42), KMEDULLA: (22, 36),
+        ARTERY: (35, 50), VEIN: (35, 50), BOWEL: (15, 45), STOMACH_WALL: (30, 50),
+        HEART: (35, 50),
+    },
+    "arterial": {
+        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (45, 62), LIVER: (65, 90),
+        SPLEEN: (100, 150), PANCREAS: (95, 130), KCORTEX: (170, 240), KMEDULLA: (60, 100),
+        ARTERY: (230, 350), VEIN: (80, 130), BOWEL: (40, 90), STOMACH_WALL: (70, 110),
+        HEART: (180, 300),
+    },
+    "portal": {
+        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (50, 68), LIVER: (95, 125),
+        SPLEEN: (105, 135), PANCREAS: (85, 112), KCORTEX: (150, 200), KMEDULLA: (120, 170),
+        ARTERY: (140, 200), VEIN: (140, 200), BOWEL: (55, 105), STOMACH_WALL: (70, 110),
+        HEART: (130, 180),
+    },
+}
+_HU_FIXED = {
+    AIR: (-1010, -990), CORTEX: (600, 950), MARROW: (140, 300), DISC: (70, 110), CSF: (0, 20),
+    LUNG: (-880, -800), GAS: (-1000, -900), ORAL: (180, 400), FLUID: (0, 20), GALL: (0, 25),
+    TABLE: (-400, -150),
+}
+
+
+# ----------------------------------------------------------------------------- geometry
+def _rot(ax: float, ay: float, az: float) -> np.ndarray:
+    """Rotation matrix from angles (radians) about x, y, z (applied x, then y, then z)."""
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@dataclass
+class Wave:
+    """Sum of random plane waves: a cheap smooth random field."""
+    k: np.ndarray      # (n, 3) wave vectors, rad/mm
+    phase: np.ndarray  # (n,)
+    amp: np.ndarray    # (n,) or (n, 3)
+
+    @classmethod
+    def random(cls, rng, n, wavelength, amp, vector=False):
+        dirs = rng.normal(size=(n, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        lam = rng.uniform(*wavelength, size=n)
+        k = dirs * (2 * np.pi / lam)[:, None]
+        a = rng.normal(size=(n, 3)) if vector else rng.uniform(0.5, 1.0, size=n)
+        a = a * amp / (np.sqrt(n) if vector else n)
+        return cls(k.astype(np.float32), rng.uniform(0, 2 * np.pi, n).astype(np.float32),
+                   np.asarray(a, np.float32))
+
+    def __call__(self, x, y, z):
+        out = None
+        for i in range(len(self.phase)):
+            s = np.sin(self.k[i, 0] * x + self.k[i, 1] * y + self.k[i, 2] * z + self.phase[i])
+            if self.amp.ndim == 2:
+                term = [s * self.amp[i, j] for j in range(3)]
+                out = term if out is None else [o + t for o, t in zip(out, term)]
+            else:
+                out = s * self.amp[i] if out is None else out + s * self.amp[i]
+        return out
+
+
+@dataclass
+class Ellipsoid:
+    """Implicit ellipsoid with a rotation and a smooth surface perturbation.
+
+    value(p) < 0 inside; about (distance / mean radius) near the surface.
+    """
+    c: np.ndarray
+    r: np.ndarray
+    R: np.ndarray
+    wave: Wave | None = None
+
+    def value(self, x, y, z):
+        dx, dy, dz = x - self.c[0], y - self.c[1], z - self.c[2]
+        Rt = self.R.T.astype(np.float32)
+        lx = (Rt[0, 0] * dx + Rt[0, 1] * dy + Rt[0, 2] * dz) / self.r[0]
+        ly = (Rt[1, 0] * dx + Rt[1, 1] * dy + Rt[1, 2] * dz) / self.r[1]
+        lz = (Rt[2, 0] * dx + Rt[2, 1] * dy + Rt[2, 2] * dz) / self.r[2]
+        v = np.sqrt(lx * lx + ly * ly + lz * lz) - 1.0
+        if self.wave is not None:
+            v = v + self.wave(dx, dy, dz)
+        return v
+
+    def bbox(self, margin=0.0):
+        ext = np.abs(self.R) @ self.r * 1.25 + margin
+        return self.c - ext, self.c + ext
+
+
+@dataclass
+class Tube:
+    """Capsule chain along a polyline with radii varying linearly along each segment."""
+    pts: np.ndarray    # (n, 3)
+    radii: np.ndarray  # (n,)
+    wave: Wave | None = None
+
+    def value(self, x, y, z):
+        best = None
+        for a, b, ra, rb in zip(self.pts[:-1], self.pts[1:], self.radii[:-1], self.radii[1:]):
+            ab = (b - a).astype(np.float32)
+            L2 = float(ab @ ab)
+            t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / L2
+            t = np.clip(t, 0.0, 1.0)
+            px, py, pz = x - (a[0] + t * ab[0]), y - (a[1] + t * ab[1]), z - (a[2] + t * ab[2])
+            d = np.sqrt(px * px + py * py + pz * pz) / (ra + t * (rb - ra)) - 1.0
+            best = d if best is None else np.minimum(best, d)
+        if self.wave is not None:
+            best = best + self.wave(x, y, z)
+        return best
+
+    def bbox(self, margin=0.0):
+        r = self.radii.max() * 1.3 + margin
+        return self.pts.min(0) - r, self.pts.max(0) + r
+
+
+def _smooth_curve(ctrl: np.ndarray, rad: np.ndarray, n: int = 16):
+    """Catmull-Rom-like densification of control points (keeps ends)."""
+    t = np.linspace(0, len(ctrl) - 1, n)
+    idx = np.arange(len(ctrl))
+    from scipy.interpolate import CubicSpline  # light, local import
+    cs = CubicSpline(idx, ctrl, axis=0, bc_type="natural")
+    cr = np.interp(t, idx, rad)
+    return cs(t), cr
+
+
+# ----------------------------------------------------------------------------- anatomy
+class Anatomy:
+    """One random patient: all structures and tissue attenuations."""
+
+    def __init__(self, rng: np.random.Generator):
+        u = rng.uniform
+        self.rng = rng
+        s = u(0.88, 1.12)                      # overall size
+        self.s = s
+        self.a = 150 * s * u(0.9, 1.15)        # body half-width (LR)
+        self.b = 110 * s * u(0.85, 1.12)       # body half-depth (AP)
+        self.fat = u(8, 35) * s                # subcutaneous fat thickness
+        self.wall = u(6, 13)                   # muscle wall thickness
+        self.yv = 0.42 * self.b                # vertebral body centre (posterior)
+        self.vr = np.array([21, 17]) * s * u(0.9, 1.1)
+        # global smooth deformation
+        self.deform = Wave.random(rng, 4, (160, 320), u(4, 9), vector=True)
+        self.body_wave = Wave.random(rng, 3, (150, 300), 0.04)
+
+        # diaphragm domes (z of the top of each dome), organs hang below
+        self.zdR = u(130, 170) * s
+        self.zdL = self.zdR - u(5, 25)
+        self.domeR_c = np.array([-0.45 * self.a, -0.05 * self.b])
+        self.domeL_c = np.array([0.45 * self.a, 0.0])
+        self.dome_k = u(140, 220)              # curvature: z drop = r^2 / dome_k
+
+        # kidneys
+        zkL = u(-15, 20) * s
+        zkR = zkL - u(8, 30)
+        self.zk = (zkR, zkL)
+        self.z_lo = min(zkR, zkL) - u(60, 160) * s   # lower end of the abdomen shown
+        self.z_hi = self.zdR + u(15, 70)
+
+        self.phase = rng.choice(["native", "arterial", "portal"], p=[0.35, 0.15, 0.5])
+        offset = u(-8, 8)
+        self.hu = np.zeros(N_TISSUES, np.float32)
+        for t, (lo, hi) in {**_HU_FIXED, **_HU_RANGES[self.phase]}.items():
+            self.hu[t] = u(lo, hi) + (offset if t not in (AIR, GAS) else 0.0)
+        self.texture_amp = u(3, 9)
+        self.texture = Wave.random(rng, 6, (15, 60), 1.0)
+        self._build(rng)
+
+    # -------------------------------------------------------------- helpers
+    def _ell(self, rng, c, r, jitter_c=6.0, jitter_r=0.12, rot=(0, 0, 0), rot_jit=0.15,
+             wave_amp=0.08, wave_len=(50, 110)):
+        c = np.asarray(c, float) + rng.normal(0, jitter_c, 3)
+        r = np.asarray(r, float) * rng.uniform(1 - jitter_r, 1 + jitter_r, 3)
+        R = _rot(*(np.asarray(rot) + rng.normal(0, rot_jit, 3)))
+        wave = Wave.random(rng, 3, wave_len, wave_amp) if wave_amp else None
+        return Ellipsoid(c.astype(np.float32), r.astype(np.float32), R, wave)
+
+    def _build(self, rng):
+        s, a, b, yv = self.s, self.a, self.b, self.yv
+        u = rng.uniform
+        side = lambda v: v  # noqa: E731  (readability: +x is patient's left)
+        # --- liver: right lobe under the right dome, left lobe across the midline anteriorly
+        ztop = self.zdR + 8
+        rl = np.array([78, 72, 68]) * s * u(0.9, 1.08)
+        self.liver = [
+            self._ell(rng, (-0.42 * a, -0.02 * b, ztop - rl[2] * 0.95), rl, rot=(0, 0.12, 0.2)),
+            self._ell(rng, (-0.05 * a, -0.42 * b, ztop - 55 * s), np.array([62, 32, 38]) * s,
+                      rot=(0, 0, 0.25)),
+        ]
+        if rng.random() < 0.5:  # Riedel-like inferior extension
+            self.liver.append(self._ell(rng, (-0.55 * a, -0.1 * b, ztop - rl[2] * 1.6),
+                                        np.array([38, 35, 50]) * s))
+        lc = self.liver[0].c
+        self.gall = (self._ell(rng, (lc[0] + 28 * s, -0.45 * b, lc[2] - 45 * s),
+                               np.array([14, 14, 34]) * s, rot=(0.5, 0, 0), wave_amp=0.05)
+                     if rng.random() < 0.7 else None)
+        # --- spleen: left, posterior, under the left dome; long axis along the ribs
+        zsp = self.zdL - u(45, 65) * s
+        self.spleen = [self._ell(rng, (0.62 * a, 0.40 * b, zsp), np.array([22, 55, 46]) * s * u(0.85, 1.15),
+                                 rot=(0.25, 0, -0.55), wave_amp=0.1)]
+        # --- kidneys beside the spine (right lower), upper poles medial and posterior
+        self.kidneys, self.medulla, self.sinus = [], [], []
+        for sgn, zk in ((-1, self.zk[0]), (1, self.zk[1])):
+            c = (sgn * (55 + 12 * s) * s, yv + 4, zk)
+            r = np.array([24, 29, 54]) * s * u(0.88, 1.1)
+            rot = (-0.25, sgn * 0.22, sgn * -0.45)
+            k = self._ell(rng, c, r, jitter_c=5, rot=rot, rot_jit=0.1, wave_amp=0.04)
+            self.kidneys.append(k)
+            self.medulla.append(Ellipsoid(k.c, k.r * np.array([0.58, 0.6, 0.75], np.float32), k.R, None))
+            # sinus fat on the medial-anterior side
+            med = k.R @ np.array([-sgn * 1.0, -0.6, 0.0])
+            med /= np.linalg.norm(med)
+            sc = k.c + (med * k.r[0] * 0.85).astype(np.float32)
+            self.sinus.append(Ellipsoid(sc.astype(np.float32), (k.r * np.array([0.45, 0.4, 0.38])).astype(np.float32),
+                                        k.R, None))
+        # --- pancreas: head in the duodenal C-loop, body anterior to aorta, tail at splenic hilum
+        zp = max(self.zk) + u(5, 35) * s
+        ctrl = np.array([
+            [-0.26 * a, yv - 62 * s, zp - 22 * s],
+            [-0.12 * a, yv - 75 * s, zp - 6 * s],
+            [0.05 * a, yv - 80 * s, zp + 2 * s],
+            [0.25 * a, yv - 62 * s, zp + 12 * s],
+            [0.45 * a, yv - 28 * s, zp + 24 * s],
+        ]) + rng.normal(0, 5, (5, 3))
+        rad = np.array([17, 13, 11, 10.5, 9]) * s * u(0.85, 1.15)
+        pts, prad = _smooth_curve(ctrl, rad, 12)
+        self.pancreas = Tube(pts.astype(np.float32), prad.astype(np.float32), Wave.random(rng, 3, (30, 70), 0.08))
+        # duodenum: C-loop lateral to the head
+        head = ctrl[0]
+        dctrl = np.array([[head[0] + 10, head[1] - 25, head[2] + 35], [head[0] - 28, head[1] - 5, head[2] + 15],
+                          [head[0] - 30, head[1] + 5, head[2] - 15], [head[0] + 5, head[1] - 8, head[2] - 40],
+                          [head[0] + 45, head[1] - 10, head[2] - 42]])
+        dp, dr = _smooth_curve(dctrl, np.full(5, 11.0 * s), 10)
+        self.duodenum = Tube(dp.astype(np.float32), dr.astype(np.float32), None)
+        # --- vessels
+        self.aorta = Tube(np.array([[0.08 * a, yv - 30 * s, self.z_lo - 20], [0.07 * a, yv - 32 * s, self.z_hi + 20]],
+                                   np.float32), np.array([11, 11.5], np.float32) * s)
+        self.ivc = Tube(np.array([[-0.13 * a, yv - 28 * s, self.z_lo - 20], [-0.16 * a, yv - 40 * s, self.zdR - 20]],
+                                 np.float32), np.array([11, 12], np.float32) * s)
+        smv_top = ctrl[1] + np.array([8, 14, 0])
+        self.portal = Tube(np.array([[smv_top[0], smv_top[1], self.z_lo], smv_top,
+                                     [lc[0] + 30, lc[1] + 20, lc[2] - 15]], np.float32),
+                           np.array([5, 7, 7], np.float32) * s)
+        spl_c = self.spleen[0].c
+        self.splenic_v = Tube(np.stack([smv_top, ctrl[3] + np.array([0, 12, 0]), spl_c - np.array([15, 0, 5])]).astype(np.float32),
+                              np.array([5, 4.5, 4.5], np.float32) * s)
+        # --- stomach: left upper quadrant, anterior to the pancreas tail
+        self.stomach = self._ell(rng, (0.3 * a, -0.3 * b, self.zdL - 70 * s), np.array([45, 34, 58]) * s,
+                                 rot=(0.4, 0.2, 0.5), wave_amp=0.1)
+        self.stomach_content = rng.choice([FLUID, ORAL, BOWEL], p=[0.6, 0.2, 0.2])
+        self.stomach_gas = rng.random() < 0.7
+        # --- bowel loops (mostly below the kidneys and anterior)
+        self.bowel = []
+        for _ in range(int(rng.integers(14, 26))):
+            c = (u(-0.7, 0.7) * a, u(-0.75, 0.2) * b, u(self.z_lo - 20, max(self.zk) + 30))
+            rr = u(12, 26) * s
+            self.bowel.append((self._ell(rng, c, (rr, rr * u(0.6, 1.0), rr * u(1, 2.5)), jitter_c=0,
+                                         rot=(u(0, 3), u(0, 3), u(0, 3)), wave_amp=0.1, wave_len=(30, 60)),
+                               rng.choice([BOWEL, GAS, ORAL, FLUID], p=[0.55, 0.2, 0.1, 0.15])))
+        # --- ribs
+        self.rib_z0 = self.zdR - u(130, 170) * s
+        self.n_ribs = 7
+        self.rib_pitch = u(24, 32) * s
+        self.rib_slope = u(35, 60)
+        self.heart = self._ell(rng, (0.05 * a, -0.35 * b, self.zdR + 65 * s), np.array([70, 55, 60]) * s)
+        self.tbl_gap = u(2, 25)
+
+    # -------------------------------------------------------------- rendering
+    def dome(self, x, y, left: bool):
+        c = self.domeL_c if left else self.domeR_c
+        zd = self.zdL if left else self.zdR
+        return zd - ((x - c[0]) ** 2 + (y - c[1]) ** 2) / self.dome_k
+
+    def paint(self, x, y, z):
+        """Tissue ids at patient points (arrays of one shape). Returns uint8 array."""
+        d = self.deform(x, y, z)
+        x, y, z = x + d[0], y + d[1], z + d[2]
+        a, b, yv, s = self.a, self.b, self.yv, self.s
+        T = np.zeros(x.shape, np.uint8)
+        # body ellipse, flatter at the back
+        bb = np.where(y > 0, b * 0.92, b)
+        rho = np.sqrt((x / a) ** 2 + (y / bb) ** 2) + self.body_wave(x, y, z)
+        mean_r = 0.5 * (a + b)
+        body = rho < 1.0
+        T[body] = SUBFAT
+        inner = rho < 1.0 - self.fat / mean_r
+        T[inner] = MUSCLE
+        cavity = rho < 1.0 - (self.fat + self.wall) / mean_r
+        T[cavity] = VFAT
+        # table under the patient
+        ty = b + self.tbl_gap
+        T[(y > ty) & (y < ty + 12) & (np.abs(x) < 230)] = TABLE
+        # paraspinal muscles (behind the spine) and psoas (beside it, growing downwards)
+        para = ((np.abs(x) - 38 * s) / (32 * s)) ** 2 + ((y - (yv + 45 * s)) / (28 * s)) ** 2 < 1
+        T[para & inner] = MUSCLE
+        pr = np.clip(6 + 0.18 * (max(self.zk) + 40 - z), 0, 28) * s
+        psoas = ((np.abs(x) - (32 * s + 0.6 * pr)) ** 2 + (y - yv) ** 2) < pr ** 2
+        T[psoas & cavity] = MUSCLE
+
+        xs, ys, zs = x[:, ::4, ::4], y[:, ::4, ::4], z[:, ::4, ::4]
+        nzc, nyc, nxc = x.shape
+
+        def box(struct):
+            """Index sub-box of this chunk that can hold the structure (None: nowhere)."""
+            lo, hi = struct.bbox(margin=8.0)
+            m = (xs > lo[0]) & (xs < hi[0]) & (ys > lo[1]) & (ys < hi[1]) & (zs > lo[2]) & (zs < hi[2])
+            if not m.any():
+                return None
+            kz = np.flatnonzero(m.any((1, 2)))
+            jy = np.flatnonzero(m.any((0, 2)))
+            ix = np.flatnonzero(m.any((0, 1)))
+            return (slice(kz[0], kz[-1] + 1), slice(max(0, 4 * jy[0] - 4), min(nyc, 4 * jy[-1] + 5)),
+                    slice(max(0, 4 * ix[0] - 4), min(nxc, 4 * ix[-1] + 5)))
+
+        def val(struct):
+            sl = box(struct)
+            if sl is None:
+                return None, None
+            return sl, struct.value(x[sl], y[sl], z[sl])
+
+        def put(sl, mask, tissue, where=None):
+            if sl is None:
+                return
+            m = mask if where is None else (mask & where[sl])
+            T[sl][m] = tissue
+
+        for ell, content in self.bowel:
+            sl, v = val(ell)
+            if sl is not None:
+                put(sl, v < 0, BOWEL, cavity)
+                if content != BOWEL:
+                    put(sl, v < -0.25, content, cavity)
+        sl, v = val(self.duodenum)
+        if sl is not None:
+            put(sl, v < 0, BOWEL, cavity)
+            put(sl, v < -0.45, FLUID if self.stomach_content != ORAL else ORAL, cavity)
+        sl, v = val(self.stomach)
+        if sl is not None:
+            put(sl, v < 0, STOMACH_WALL, cavity)
+            put(sl, v < -0.12, self.stomach_content, cavity)
+            if self.stomach_gas:
+                put(sl, (v < -0.12) & (y[sl] < self.stomach.c[1] - 0.35 * self.stomach.r[1]), GAS, cavity)
+        for struct, tissue, where in ((self.aorta, ARTERY, None), (self.ivc, VEIN, None),
+                                      (self.pancreas, PANCREAS, cavity), (self.portal, VEIN, cavity),
+                                      (self.splenic_v, VEIN, cavity)):
+            sl, v = val(struct)
+            if sl is not None:
+                put(sl, v < 0, tissue, where)
+        for k, m, sn in zip(self.kidneys, self.medulla, self.sinus):
+            for struct, tissue in ((k, KCORTEX), (m, KMEDULLA), (sn, VFAT)):
+                sl, v = val(struct)
+                if sl is not None:
+                    put(sl, v < 0, tissue, cavity)
+        for e in self.spleen:
+            sl, v = val(e)
+            if sl is not None:
+                put(sl, v < 0, SPLEEN, cavity)
+        for e in self.liver:
+            sl, v = val(e)
+            if sl is not None:
+                put(sl, v < 0, LIVER, cavity)
+        if self.gall is not None:
+            sl, v = val(self.gall)
+            if sl is not None:
+                put(sl, v < 0, GALL, cavity)
+        full = (slice(None),) * 3
+
+        def putf(mask, tissue, where=None):
+            put(full, mask, tissue, where)
+
+        # spine: vertebral bodies with discs, canal, posterior elements
+        vx, vy = self.vr
+        rv = np.sqrt((x / vx) ** 2 + ((y - yv) / vy) ** 2)
+        level = np.mod(z, 34 * s)
+        putf(rv < 1.0, CORTEX)
+        putf(rv < 0.86, MARROW)
+        putf((rv < 1.0) & (level < 7 * s), DISC)
+        cy = yv + vy + 11 * s
+        rc = np.sqrt(x ** 2 + (y - cy) ** 2)
+        putf((rc < 16 * s) & (rc > 9 * s) & (level > 9 * s), CORTEX)
+        putf((np.abs(x) < 4 * s) & (y > cy) & (y < cy + 40 * s) & (level > 12 * s), CORTEX)
+        putf(rc < 9 * s, CSF)
+        # ribs: bands just inside the muscle wall, descending anteriorly
+        ring = 1.0 - (self.fat + self.wall * 0.5) / mean_r
+        phi_back = np.abs(np.arctan2(x, y))         # 0 at the back, pi at the front
+        zr = z - self.rib_z0 + self.rib_slope * phi_back / np.pi
+        kk = np.round(zr / self.rib_pitch)
+        near = (np.abs(zr - kk * self.rib_pitch) < 5.5 * s) & (kk >= 0) & (kk < self.n_ribs)
+        near &= (np.abs(rho - ring) * mean_r < 5.5 * s) & (phi_back > 0.25) & (phi_back < 2.3 - 0.08 * kk)
+        putf(near, CORTEX)
+        # lungs above the domes (inside the rib cage, outside the mediastinum), heart
+        chest = rho < ring - 4 / mean_r
+        lungR = chest & (z > self.dome(x, y, False)) & (x < -22 * s)
+        lungL = chest & (z > self.dome(x, y, True)) & (x > 22 * s)
+        media = (np.abs(x) < 45 * s) & (y > yv - 5)
+        putf((lungR | lungL) & ~media & (rv > 1.05), LUNG)
+        putf((self.heart.value(x, y, z) < 0) & (z > self.dome(x, y, True) + 5), HEART, chest)
+        return T
+
+
+# ----------------------------------------------------------------------------- scanner
+SIZES = {
+    # name: (in-plane spacing range mm, slice spacing range mm, max in-plane matrix)
+    "full": ((0.6, 1.0), (1.0, 5.0), 512),
+    "moderate": ((1.2, 2.0), (2.0, 5.0), 512),
+    "small": ((2.6, 3.6), (3.0, 5.0), 256),
+}
+
+
+@dataclass
+class Grid:
+    shape: tuple[int, int, int]      # (nx, ny, nz): ITK index order
+    spacing: tuple[float, float, float]
+    origin: np.ndarray
+    direction: np.ndarray            # 3x3, columns = index axes in LPS
+
+
+def random_grid(rng, anat: Anatomy, size: str = "full") -> Grid:
+    (s_lo, s_hi), (z_lo, z_hi), nmax = SIZES[size]
+    sp = float(rng.uniform(s_lo, s_hi))
+    sz = float(rng.uniform(z_lo, z_hi))
+    fov = max(2 * anat.a, 2 * anat.b + 40) * rng.uniform(1.05, 1.3)
+    n = int(min(nmax, np.ceil(fov / sp)))
+    nz = int(np.ceil((anat.z_hi - anat.z_lo) / sz)) + 1
+    # direction: axial slices; common storage flips, sometimes head-first/feet-first, small tilt
+    flips = [(1, 1), (-1, -1), (-1, 1), (1, -1)][int(rng.choice(4, p=[0.4, 0.4, 0.1, 0.1]))]
+    fz = 1 if rng.random() < 0.8 else -1
+    ang = np.deg2rad(rng.uniform(-8, 8)) if rng.random() < 0.3 else 0.0
+    D = _rot(0, 0, ang) @ np.diag([flips[0], flips[1], fz]).astype(float)
+    centre = np.array([rng.uniform(-10, 10), rng.uniform(-10, 25), 0.5 * (anat.z_lo + anat.z_hi)])
+    half = np.array([(n - 1) * sp, (n - 1) * sp, (nz - 1) * sz]) / 2
+    origin = centre - D @ half
+    return Grid((n, n, nz), (sp, sp, sz), origin, D)
+
+
+def render(anat: Anatomy, grid: Grid, rng, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Image (int16 HU) and label (uint8), numpy order (z, y, x)."""
+    nx, ny, nz = grid.shape
+    sx, sy, sz = grid.spacing
+    D, o = grid.direction, grid.origin
+    ii = np.arange(nx, dtype=np.float32) * sx
+    jj = np.arange(ny, dtype=np.float32) * sy
+    J, I = np.meshgrid(jj, ii, indexing="ij")  # (ny, nx)
+    tissue = np.zeros((nz, ny, nx), np.uint8)
+    for k0 in range(0, nz, chunk):
+        ks = np.arange(k0, min(nz, k0 + chunk), dtype=np.float32) * sz
+        K = ks[:, None, None]
+        p = [o[r] + D[r, 0] * I[None] + D[r, 1] * J[None] + D[r, 2] * K for r in range(3)]
+        p = [np.broadcast_to(c, (len(ks), ny, nx)).astype(np.float32) for c in p]
+        tissue[k0:k0 + len(ks)] = anat.paint(*p)
+    label = TISSUE_LABEL[tissue]
+    hu = anat.hu[tissue]
+    # smooth texture on soft tissue, evaluated on a coarse grid and upsampled
+    tex = _coarse_texture(anat, grid, tissue.shape)
+    hu = hu + np.where(_SOFT[tissue], tex * anat.texture_amp, 0).astype(np.float32)
+    # point-spread function + slice profile (partial volume)
+    psf_mm = rng.uniform(0.5, 1.0)
+    sig = (rng.uniform(0.3, 0.45), psf_mm / sy, psf_mm / sx)  # (z, y, x) in voxels
+    hu = ndimage.gaussian_filter(hu, sig, truncate=2.5)
+    # noise, slightly correlated in-plane
+    sigma_n = rng.uniform(5, 25)
+    noise = rng.standard_normal(hu.shape, dtype=np.float32)
+    corr = rng.uniform(0.0, 0.8)
+    if corr > 0.05:
+        noise = ndimage.gaussian_filter(noise, (0, corr, corr), truncate=2.0)
+        noise /= max(float(noise.std()), 1e-6)
+    hu += noise * sigma_n
+    if rng.random() < 0.15:  # outside the reconstruction circle, as some scanners store it
+        c = (np.array([ny, nx]) - 1) / 2
+        yy, xx = np.ogrid[:ny, :nx]
+        outside = ((yy - c[0]) ** 2 + (xx - c[1]) ** 2) > (min(nx, ny) / 2) ** 2
+        hu[:, outside] = -2048
+    img = np.clip(np.round(hu), -2048, 3071).astype(np.int16)
+    return img, label
+
+
+def _coarse_texture(anat: Anatomy, grid: Grid, shape) -> np.ndarray:
+    nz, ny, nx = shape
+    step = max(1, int(round(6.0 / grid.spacing[0])))
+    cj = np.arange(0, ny, step)
+    ci = np.arange(0, nx, step)
+    sx, sy, sz = grid.spacing
+    J, I = np.meshgrid(cj * sy, ci * sx, indexing="ij")
+    K = np.arange(nz, dtype=np.float32)[:, None, None] * sz
+    p = [grid.origin[r] + grid.direction[r, 0] * I[None] + grid.direction[r, 1] * J[None]
+         + grid.direction[r, 2] * K for r in range(3)]
+    t = anat.texture(*[np.asarray(c, np.float32) for c in p]).astype(np.float32)
+    zoom = (1, ny / t.shape[1], nx / t.shape[2])
+    out = ndimage.zoom(t, zoom, order=1)
+    return out[:, :ny, :nx]
+
+
+def make_case(seed: int, index: int, size: str = "full"):
+    """Build one phantom. Returns (image int16 zyx, label uint8 zyx, Grid, info dict)."""
+    rng = np.random.default_rng([int(seed), int(index)])
+    anat = Anatomy(rng)
+    grid = random_grid(rng, anat, size)
+    img, lab = render(anat, grid, rng)
+    info = {"phase": str(anat.phase), "shape_xyz": list(grid.shape), "spacing": list(grid.spacing),
+            "direction": [float(v) for v in grid.direction.flatten()]}
+    return img, lab, grid, info

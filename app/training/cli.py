@@ -1,0 +1,65 @@
+"""`python -m app train`: nnU-Net v1 plan + preprocess, per-fold training with the CE-to-Dice
+trainer, postprocessing from the cross-validation, export to a weights folder.
+
+Real recipe (GPU): python -m app train --task-dir .../Task500_FLARE21 --planner default --epochs 1000
+Demo recipe (CPU): see docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task-dir", type=Path, required=True,
+                        help="nnU-Net v1 raw task folder (imagesTr/, labelsTr/, dataset.json)")
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=1000,
+                        help="1000 uses nnunet's nnUNetTrainerV2_graduallyTransitionFromCEToDice as is; "
+                             "other lengths scale its breakpoints to 50 %% / 75 %%")
+    parser.add_argument("--iterations", type=int, default=250, help="training batches per epoch")
+    parser.add_argument("--val-iterations", type=int, default=50, help="validation batches per epoch")
+    parser.add_argument("--planner", choices=["small", "default"], default="default",
+                        help="default: nnU-Net v1's ExperimentPlanner3D_v21; small: CPU demo plan "
+                             "(4 mm, 64^3 patch, 8 base features)")
+    parser.add_argument("--out", type=Path, default=None, help="weights folder to export to (omit: no export)")
+    parser.add_argument("--work-dir", type=Path, default=Path("build/train"),
+                        help="nnU-Net folders (raw links, preprocessed, results)")
+    parser.add_argument("--processes", type=int, default=2, help="preprocessing processes")
+    parser.add_argument("--da-workers", type=int, default=2, help="augmentation worker processes")
+    parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--no-validation-tta", action="store_true",
+                        help="validate folds without mirroring (8x cheaper on a CPU)")
+    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                        help="storage precision of the exported tensors")
+    parser.add_argument("--seed", type=int, default=None, help="torch/numpy seed, recorded in the manifest")
+    parser.add_argument("--data-description", type=Path, default=None,
+                        help="JSON file describing the data (recorded in MANIFEST.json)")
+    parser.add_argument("--measure-predict-on", type=Path, default=None,
+                        help="after export, time `python -m app predict` on this CT and record it")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from app.training.pipeline import TrainConfig, train
+
+    if args.seed is not None:
+        import random
+
+        import numpy as np
+        import torch
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+    desc = json.loads(args.data_description.read_text()) if args.data_description else {}
+    cfg = TrainConfig(task_dir=args.task_dir, work_dir=args.work_dir, out=args.out, folds=tuple(args.folds),
+                      epochs=args.epochs, iterations=args.iterations, val_iterations=args.val_iterations,
+                      planner=args.planner, processes=args.processes, da_workers=args.da_workers,
+                      torch_threads=args.torch_threads, validation_tta=not args.no_validation_tta,
+                      export_dtype=args.dtype, seed=args.seed, data_description=desc,
+                      measure_predict_on=args.measure_predict_on)
+    manifest = train(cfg, log=lambda m: print(f"[train] {m}", flush=True))
+    print(json.dumps({k: manifest[k] for k in ("trainer", "epochs", "planner", "plan", "cross_validation",
+                                               "training_wall_seconds")}, indent=1))
+    return 0

@@ -1,0 +1,275 @@
+"""One function from an nnU-Net v1 raw task folder to a weights folder.
+
+Steps (all nnU-Net v1 1.7.1 code, run in this process):
+ 1. crop + dataset analysis + plan (default ExperimentPlanner3D_v21, or the small demo planner)
+    + preprocess;
+ 2. each fold trained with nnUNetTrainerV2_graduallyTransitionFromCEToDice (its own class at
+    1000 epochs, the breakpoint-scaled subclass for shorter runs), then validated;
+ 3. postprocessing (largest connected component per label) chosen from the pooled
+    cross-validation exactly as nnunet's consolidate_folds does (only when all 5 folds ran);
+ 4. export to the weights format (app.weights_export) with a MANIFEST describing the run.
+
+nnunet reads its folders from environment variables at import time, so they are set before
+the first nnunet import, inside `train()`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TASK_RE = re.compile(r"^Task(\d{3})_(.+)$")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class TrainConfig:
+    task_dir: Path
+    work_dir: Path
+    out: Path | None
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    epochs: int = 1000
+    iterations: int = 250          # training batches per epoch (nnunet: 250)
+    val_iterations: int = 50       # validation batches per epoch (nnunet: 50)
+    planner: str = "default"
+    processes: int = 2             # preprocessing processes
+    da_workers: int = 2            # augmentation workers (nnUNet_n_proc_DA)
+    torch_threads: int | None = None
+    validation_tta: bool = True    # mirroring during the post-training validation
+    export_dtype: str = "float32"
+    seed: int | None = None
+    data_description: dict = field(default_factory=dict)
+    measure_predict_on: Path | None = None   # a CT to time `python -m app predict` on after export
+    fp16: bool | None = None       # None: on CUDA only
+
+
+def _task_name(task_dir: Path) -> str:
+    if TASK_RE.match(task_dir.name):
+        return task_dir.name
+    return f"Task500_{task_dir.name}"
+
+
+def _setup_env(cfg: TrainConfig) -> dict[str, Path]:
+    work = cfg.work_dir.resolve()
+    paths = {"raw": work / "nnUNet_raw_data_base", "pre": work / "nnUNet_preprocessed",
+             "results": work / "nnUNet_results"}
+    for p in paths.values():
+        p.mkdir(parents=True, exist_ok=True)
+    os.environ["nnUNet_raw_data_base"] = str(paths["raw"])
+    os.environ["nnUNet_preprocessed"] = str(paths["pre"])
+    os.environ["RESULTS_FOLDER"] = str(paths["results"])
+    os.environ["nnUNet_n_proc_DA"] = str(cfg.da_workers)
+    os.environ["nnUNet_def_n_proc"] = str(cfg.processes)
+    # torch >= 2.6 loads weights-only by default; v1 checkpoints hold numpy scalars (training only)
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    if "nnunet.paths" in sys.modules and sys.modules["nnunet.paths"].base != str(paths["raw"]):
+        raise RuntimeError("nnunet was imported with other folders; run training in a fresh process")
+    return paths
+
+
+def _link_task(cfg: TrainConfig, paths: dict[str, Path]) -> str:
+    task = _task_name(cfg.task_dir)
+    raw_dir = paths["raw"] / "nnUNet_raw_data"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    link = raw_dir / task
+    src = cfg.task_dir.resolve()
+    if link.is_symlink() or link.exists():
+        if link.resolve() != src:
+            raise RuntimeError(f"{link} already points to {link.resolve()}, not {src}")
+    else:
+        link.symlink_to(src, target_is_directory=True)
+    for sub in ("imagesTr", "labelsTr"):
+        if not (src / sub).is_dir():
+            raise FileNotFoundError(f"{src / sub} missing: not an nnU-Net v1 raw task folder")
+    if not (src / "dataset.json").is_file():
+        raise FileNotFoundError(f"{src / 'dataset.json'} missing")
+    return task
+
+
+def plan_and_preprocess(cfg: TrainConfig, paths: dict[str, Path], task: str, log) -> Path:
+    from nnunet.experiment_planning.DatasetAnalyzer import DatasetAnalyzer
+    from nnunet.experiment_planning.utils import crop
+
+    from app.training.planner import PLANNERS
+
+    planner_cls, plans_id = PLANNERS[cfg.planner]
+    cropped = paths["raw"] / "nnUNet_cropped_data" / task
+    pre = paths["pre"] / task
+    plans_file = pre / f"{plans_id}_plans_3D.pkl"
+    if plans_file.is_file() and (pre / "splits_final.pkl").exists():
+        log(f"plans exist: {plans_file}")
+        return plans_file
+    t0 = time.time()
+    crop(task, override=False, num_threads=cfg.processes)
+    log(f"cropped in {time.time() - t0:.0f} s")
+    DatasetAnalyzer(str(cropped), overwrite=False, num_processes=cfg.processes).analyze_dataset(True)
+    pre.mkdir(parents=True, exist_ok=True)
+    shutil.copy(cropped / "dataset_properties.pkl", pre)
+    shutil.copy(paths["raw"] / "nnUNet_raw_data" / task / "dataset.json", pre)
+    planner = planner_cls(str(cropped), str(pre))
+    planner.plan_experiment()
+    planner.run_preprocessing(cfg.processes)
+    log(f"planned and preprocessed in {time.time() - t0:.0f} s: {plans_file}")
+    return plans_file
+
+
+def plan_summary(plans_file: Path) -> dict:
+    import pickle
+
+    with open(plans_file, "rb") as f:
+        plans = pickle.load(f)
+    stage = plans["plans_per_stage"][max(plans["plans_per_stage"])]
+    return {
+        "patch_size": [int(v) for v in stage["patch_size"]],
+        "target_spacing_mm": [float(v) for v in stage["current_spacing"]],
+        "batch_size": int(stage["batch_size"]),
+        "base_num_features": int(plans["base_num_features"]),
+        "pool_op_kernel_sizes": [[int(v) for v in k] for k in stage["pool_op_kernel_sizes"]],
+        "num_stages": int(plans["num_stages"]),
+    }
+
+
+def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold: int, log) -> dict:
+    """Train and validate one fold. Everything lives inside this function (batchgenerators'
+    workers must not outlive it)."""
+    import torch
+
+    from app.training.trainer import trainer_class_for
+
+    cls = trainer_class_for(cfg.epochs)
+    out_base = Path(os.environ["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / task / \
+        f"{cls.__name__}__{plans_file.name[:-len('_plans_3D.pkl')]}"
+    fold_dir = out_base / f"fold_{fold}"
+    done = fold_dir / "model_final_checkpoint.model"
+    if done.is_file() and (fold_dir / "validation_raw" / "summary.json").is_file():
+        log(f"fold {fold}: already trained, skipping")
+        return {"fold": fold, "skipped": True, "out_base": str(out_base)}
+    fp16 = torch.cuda.is_available() if cfg.fp16 is None else cfg.fp16
+    trainer = cls(str(plans_file), fold, output_folder=str(out_base), dataset_directory=str(plans_file.parent),
+                  batch_dice=True, stage=0, unpack_data=True, deterministic=False, fp16=fp16)
+    trainer.max_num_epochs = cfg.epochs
+    trainer.num_batches_per_epoch = cfg.iterations
+    trainer.num_val_batches_per_epoch = cfg.val_iterations
+    if cfg.epochs < 50:
+        trainer.save_every = max(1, cfg.epochs)
+    t0 = time.time()
+    try:
+        trainer.initialize(True)
+        trainer.run_training()
+        t_train = time.time() - t0
+        trainer.network.eval()
+        trainer.validate(save_softmax=False, do_mirroring=cfg.validation_tta,
+                         validation_folder_name="validation_raw", run_postprocessing_on_folds=False)
+    finally:
+        for gen in (getattr(trainer, "tr_gen", None), getattr(trainer, "val_gen", None)):
+            if gen is not None and hasattr(gen, "_finish"):
+                gen._finish()
+    summary = json.loads((fold_dir / "validation_raw" / "summary.json").read_text())["results"]["mean"]
+    dice = {k: round(float(v["Dice"]), 4) for k, v in summary.items()}
+    log(f"fold {fold}: trained in {t_train:.0f} s, validated in {time.time() - t0 - t_train:.0f} s, "
+        f"validation Dice {dice}")
+    n_params = sum(p.numel() for p in trainer.network.parameters())
+    return {"fold": fold, "train_seconds": round(t_train, 1), "validation_dice": dice,
+            "parameters": int(n_params), "out_base": str(out_base)}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def measure_predict(weights: Path, ct: Path, work: Path, log) -> dict | None:
+    """Wall time of `python -m app predict` (all folds, TTA) on one CT, in a fresh process."""
+    inp, outp = work / "predict_in", work / "predict_out"
+    shutil.rmtree(inp, ignore_errors=True)
+    shutil.rmtree(outp, ignore_errors=True)
+    inp.mkdir(parents=True)
+    name = ct.name if ct.name.endswith("_0000.nii.gz") else ct.name.replace(".nii.gz", "_0000.nii.gz")
+    shutil.copy(ct, inp / name)
+    cmd = [sys.executable, "-m", "app", "predict", "-i", str(inp), "-o", str(outp), "--weights", str(weights)]
+    t0 = time.time()
+    res = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True)
+    dt = time.time() - t0
+    if res.returncode != 0:
+        log(f"predict timing failed (rc {res.returncode}): {res.stderr[-2000:]}")
+        return None
+    log(f"predict on {ct.name}: {dt:.1f} s")
+    return {"case": ct.name, "seconds": round(dt, 1), "command": "python -m app predict (all folds, 8-flip TTA)",
+            "cpu_threads": os.cpu_count()}
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    t_start = time.time()
+    paths = _setup_env(cfg)
+    task = _link_task(cfg, paths)
+    if cfg.torch_threads:
+        import torch
+        torch.set_num_threads(cfg.torch_threads)
+    plans_file = plan_and_preprocess(cfg, paths, task, log)
+    results = [train_fold(cfg, plans_file, task, f, log) for f in cfg.folds]
+    out_base = Path(results[0]["out_base"])
+    postprocessing = None
+    if sorted(cfg.folds) == [0, 1, 2, 3, 4]:
+        from nnunet.postprocessing.consolidate_postprocessing import consolidate_folds
+        consolidate_folds(str(out_base), validation_folder_name="validation_raw", folds=tuple(cfg.folds))
+        postprocessing = json.loads((out_base / "postprocessing.json").read_text())
+        log(f"postprocessing from the cross-validation: {postprocessing.get('for_which_classes')}")
+    else:
+        # consolidate_folds needs every fold; with fewer, take the first fold's own decision
+        pp = out_base / f"fold_{cfg.folds[0]}" / "postprocessing.json"
+        if pp.is_file():
+            shutil.copy(pp, out_base / "postprocessing.json")
+            postprocessing = json.loads(pp.read_text())
+    wall = time.time() - t_start
+    from app.training.trainer import trainer_class_for
+    cls = trainer_class_for(cfg.epochs)
+    summary = plan_summary(plans_file)
+    summary["parameters"] = next((r["parameters"] for r in results if "parameters" in r), None)
+    manifest = {
+        "trainer": f"{cls.__module__}.{cls.__name__}",
+        "trainer_schedule": "CE only to 50 % of epochs, linear CE->Dice to 75 %, Dice only after "
+                            "(nnunet's 500/750 of 1000)",
+        "epochs": cfg.epochs,
+        "iterations_per_epoch": cfg.iterations,
+        "validation_iterations_per_epoch": cfg.val_iterations,
+        "folds": list(cfg.folds),
+        "planner": cfg.planner,
+        "plan": summary,
+        "data": {"task": task, **cfg.data_description},
+        "seed": cfg.seed,
+        "cross_validation": [{k: r[k] for k in ("fold", "validation_dice", "train_seconds") if k in r}
+                             for r in results],
+        "validation_tta": cfg.validation_tta,
+        "postprocessing": postprocessing,
+        "training_wall_seconds": round(wall, 1),
+        "training_hardware": f"{os.cpu_count()} CPU threads" if not _cuda() else "CUDA",
+        "git_commit": _git_commit(),
+    }
+    if cfg.out is not None:
+        from app.weights_export import export_model_folder
+        export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
+        log(f"exported to {cfg.out}")
+        if cfg.measure_predict_on is not None:
+            cost = measure_predict(cfg.out, cfg.measure_predict_on, cfg.work_dir, log)
+            if cost is not None:
+                manifest["predict_cost_per_case"] = cost
+                export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
+    return manifest
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:
+        return False

@@ -1,0 +1,71 @@
+"""The CE-to-Dice schedule: nnunet's breakpoints at 1000 epochs, scaled ones for short runs,
+and the loss stays wrapped for deep supervision after every update."""
+import pytest
+
+from app.training.schedule import breakpoints, loss_weights
+
+
+@pytest.mark.parametrize("epoch,expected", [(0, (2, 0)), (500, (2, 0)), (625, (1, 1)), (750, (0, 2)),
+                                            (1000, (0, 2))])
+def test_stock_length(epoch, expected):
+    assert loss_weights(epoch, 1000) == pytest.approx(expected)
+
+
+def test_matches_nnunet_formula_everywhere_at_1000():
+    for e in range(0, 1001):
+        if e <= 500:
+            ref = (2, 0)
+        elif e <= 750:
+            ref = (2 - 2 / 250 * (e - 500), 2 / 250 * (e - 500))
+        else:
+            ref = (0, 2)
+        assert loss_weights(e, 1000) == pytest.approx(ref)
+
+
+@pytest.mark.parametrize("epoch,expected", [(0, (2, 0)), (20, (2, 0)), (25, (1, 1)), (30, (0, 2)),
+                                            (40, (0, 2)), (22, (1.6, 0.4))])
+def test_short_run_scaled(epoch, expected):
+    assert breakpoints(40) == (20, 30)
+    assert loss_weights(epoch, 40) == pytest.approx(expected)
+
+
+def test_weights_sum_to_two_and_are_monotone():
+    prev_dice = 0.0
+    for e in range(0, 31):
+        ce, dice = loss_weights(e, 30)
+        assert ce + dice == pytest.approx(2.0)
+        assert dice >= prev_dice
+        prev_dice = dice
+
+
+def test_invalid_epochs():
+    with pytest.raises(ValueError):
+        loss_weights(11, 10)
+    with pytest.raises(ValueError):
+        loss_weights(0, 0)
+
+
+def test_loss_stays_wrapped_for_deep_supervision():
+    pytest.importorskip("nnunet")
+    from nnunet.training.loss_functions.deep_supervision import MultipleOutputLoss2
+    from nnunet.training.loss_functions.dice_loss import DC_and_CE_loss
+
+    from app.training.trainer import STOCK_TRAINER, ScaledCEToDiceTrainer, trainer_class_for
+
+    assert trainer_class_for(1000) is STOCK_TRAINER
+    assert trainer_class_for(40) is ScaledCEToDiceTrainer
+    assert issubclass(ScaledCEToDiceTrainer, STOCK_TRAINER)
+
+    t = ScaledCEToDiceTrainer.__new__(ScaledCEToDiceTrainer)  # no plans needed for update_loss
+    t.batch_dice = True
+    t.ds_loss_weights = [0.53, 0.27, 0.13, 0.07, 0.0]
+    t.max_num_epochs = 40
+    t.print_to_log_file = lambda *a, **k: None
+    for epoch in range(0, 41):
+        t.epoch = epoch
+        t.update_loss()
+        assert isinstance(t.loss, MultipleOutputLoss2)
+        assert list(t.loss.weight_factors) == t.ds_loss_weights
+        inner = t.loss.loss
+        assert isinstance(inner, DC_and_CE_loss)
+        assert (inner.weight_ce, inner.weight_dice) == pytest.approx(loss_weights(epoch, 40))
