@@ -31,7 +31,7 @@ class SlidingWindow:
 
     def probabilities(self, data: np.ndarray, networks: Sequence[nn.Module], n_classes: int, *,
                       tta: bool, step_size: float, tile_batch: int, accumulate_on: torch.device,
-                      autocast: bool, progress: bool = False) -> torch.Tensor:
+                      autocast: torch.dtype | None, progress: bool = False) -> torch.Tensor:
         """Fold-averaged, flip-averaged, Gaussian-weighted softmax (C, *data.shape).
 
         The networks run where their weights are; the sums live on `accumulate_on`, which may
@@ -48,7 +48,7 @@ class SlidingWindow:
         for first in range(0, len(windows), tile_batch):
             group = windows[first:first + tile_batch]
             batch = torch.stack([image[w] for w in group])[:, None]
-            probs = predict_tiles(networks, batch, flips, autocast and compute_on.type == "cuda").to(accumulate_on)
+            probs = predict_tiles(networks, batch, flips, autocast).to(accumulate_on)
             for w, p in zip(group, probs):
                 summed[(slice(None), *w)] += p * gaussian
                 weight[w] += gaussian

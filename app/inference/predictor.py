@@ -17,7 +17,7 @@ import torch
 
 from app.config import PredictConfig
 from app.inference import io
-from app.inference.ensemble import SlidingWindow
+from app.inference.ensemble import SlidingWindow, network_device
 from app.inference.export import probabilities_to_mask
 from app.inference.network import load_network
 from app.inference.orientation import mask_to_input_grid, reorient
@@ -100,7 +100,13 @@ class Predictor:
         return self.window.probabilities(
             data, networks, self.plan.network.num_classes, tta=self.mode.tta, step_size=self.mode.step_size,
             tile_batch=tile_batch, accumulate_on=accumulate_on,
-            autocast=self.config.fp16, progress=self.config.progress)
+            autocast=self._autocast_dtype(networks), progress=self.config.progress)
+
+    def _autocast_dtype(self, networks) -> torch.dtype | None:
+        """fp16 on CUDA (stock v1's mixed precision); on the CPU float32 unless the mode asks for bf16."""
+        if network_device(networks).type == "cuda":
+            return torch.float16 if self.config.fp16 else None
+        return torch.bfloat16 if self.mode.cpu_bf16 else None
 
     def _probabilities_with_fallback(self, data: np.ndarray) -> torch.Tensor:
         """Out of GPU memory, a case is retried with one tile at a time and the probabilities
