@@ -175,7 +175,7 @@ def nifti_with_bad_pixdim(image: sitk.Image, path: Path, axis: int, value: float
     struct.pack_into("<h", buf, 254, 0)
     path.write_bytes(gzip.compress(bytes(buf)))
     stored = struct.unpack_from("<f", gzip.decompress(path.read_bytes()), 76 + 4 * (axis + 1))[0]
-    assert (math.isnan(stored) and math.isnan(value)) or stored == value
+    assert (math.isnan(stored) and math.isnan(value)) or stored == np.float32(value)
 
 
 def reordered_copy(image: sitk.Image, perm: tuple[int, int, int], flips: tuple[bool, bool, bool]) -> sitk.Image:
