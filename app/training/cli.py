@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="torch/numpy seed, recorded in the manifest")
     parser.add_argument("--data-description", type=Path, default=None,
                         help="JSON file describing the data (recorded in MANIFEST.json)")
+    parser.add_argument("--warm-start-epochs", type=int, default=0,
+                        help="CPU demo shortcut: first train one model on all cases for this many epochs and "
+                             "start every fold from it (default 0: every fold from scratch)")
+    parser.add_argument("--warm-start-iterations", type=int, default=0,
+                        help="batches per epoch of that model (0: as --iterations)")
     parser.add_argument("--measure-predict-on", type=Path, default=None,
                         help="after export, time `python -m app predict` on this CT and record it")
 
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
                       planner=args.planner, processes=args.processes, da_workers=args.da_workers,
                       torch_threads=args.torch_threads, validation_tta=not args.no_validation_tta,
                       export_dtype=args.dtype, seed=args.seed, data_description=desc,
-                      measure_predict_on=args.measure_predict_on)
+                      measure_predict_on=args.measure_predict_on,
+                      warm_start_epochs=args.warm_start_epochs, warm_start_iterations=args.warm_start_iterations)
     manifest = train(cfg, log=lambda m: print(f"[train] {m}", flush=True))
     print(json.dumps({k: manifest[k] for k in ("trainer", "epochs", "planner", "plan", "cross_validation",
                                                "training_wall_seconds")}, indent=1))

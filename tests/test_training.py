@@ -1,0 +1,66 @@
+"""A tiny end-to-end training run: phantoms -> plan/preprocess -> one fold, two very short
+epochs -> validation -> export -> `python -m app predict` accepts the weights.
+
+It checks the pipeline, not accuracy (a few iterations learn nothing useful)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd, tmp, timeout):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    log = tmp / f"{cmd[3]}.log"
+    log.write_text(res.stdout + "\n--- stderr ---\n" + res.stderr)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed, see {log}:\n{res.stderr[-3000:]}"
+    return res
+
+
+def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
+    py = sys.executable
+    task = tmp_path / "Task598_Tiny"
+    _run([py, "-m", "app", "synth", "--out", str(tmp_path / "data"), "--cases", "5", "--seed", "99",
+          "--size", "small", "--nnunet-task", str(task)], tmp_path, 300)
+    weights = tmp_path / "weights"
+    res = _run([py, "-m", "app", "train", "--task-dir", str(task), "--planner", "small", "--folds", "0",
+                "--epochs", "2", "--iterations", "2", "--val-iterations", "1", "--work-dir", str(tmp_path / "work"),
+                "--da-workers", "1", "--processes", "1", "--no-validation-tta", "--seed", "0",
+                "--out", str(weights)], tmp_path, 600)
+    assert "[train] exported to" in res.stdout
+
+    for name in ("plans.json", "postprocessing.json", "MANIFEST.json", "fold_0.safetensors"):
+        assert (weights / name).is_file(), name
+    manifest = json.loads((weights / "MANIFEST.json").read_text())
+    assert manifest["trainer"].endswith("ScaledCEToDiceTrainer")
+    assert manifest["epochs"] == 2 and manifest["iterations_per_epoch"] == 2
+    assert manifest["planner"] == "small"
+    assert manifest["plan"]["base_num_features"] == 8
+    assert manifest["plan"]["parameters"] > 100_000
+    assert "training_wall_seconds" in manifest and "git_commit" in manifest
+    assert set(manifest["files"]) >= {"plans.json", "fold_0.safetensors"}
+    plans = json.loads((weights / "plans.json").read_text())
+    assert plans["network"]["base_num_features"] == 8
+    assert len(plans["network"]["pool_op_kernel_sizes"]) == 4
+
+    # predict accepts the exported model (one fold, no TTA, to keep the test short)
+    case = sorted((tmp_path / "data" / "images").glob("*_0000.nii.gz"))[0]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / case.name).symlink_to(case)
+    out = tmp_path / "out"
+    _run([py, "-m", "app", "predict", "-i", str(inp), "-o", str(out), "--weights", str(weights),
+          "--no-tta", "--quiet"], tmp_path, 300)
+    import SimpleITK as sitk
+    pred = sitk.ReadImage(str(out / case.name.replace("_0000", "")))
+    src = sitk.ReadImage(str(case))
+    assert pred.GetSize() == src.GetSize()
+    assert np.allclose(pred.GetDirection(), src.GetDirection())
+    arr = sitk.GetArrayFromImage(pred)
+    assert set(np.unique(arr)) <= {0, 1, 2, 3, 4}
