@@ -23,6 +23,7 @@ class SlidingWindow:
         self.mirror_axes = tuple(mirror_axes)
         self._gaussian = torch.from_numpy(gaussian_importance(self.patch))
         self._gaussian_on: dict[torch.device, torch.Tensor] = {}
+        self.last_network_passes = 0  # tiles x flips x folds of the latest case, for the log
 
     def gaussian(self, device: torch.device) -> torch.Tensor:
         if device not in self._gaussian_on:
@@ -54,6 +55,7 @@ class SlidingWindow:
                 weight[w] += gaussian
             bar.update(len(group))
         bar.close()
+        self.last_network_passes = len(windows) * len(flips) * len(networks)
         inner = tuple(slice(b, s - a) for (b, a), s in zip(pads, image.shape))
         summed = summed[(slice(None), *inner)]
         summed /= weight[inner] * len(networks)

@@ -61,18 +61,36 @@ def output_path(output_dir: Path, case: Case) -> Path:
     return output_dir / f"{case.name}.nii.gz"
 
 
-def read_image(path: Path) -> sitk.Image:
+@dataclass
+class CaseImage:
+    """A CT as read. `affine` is set only for a sheared NIfTI grid, which SimpleITK cannot hold:
+    then `image` is its nearest orthonormal grid, and the mask is written with the affine."""
+    image: sitk.Image
+    affine: np.ndarray | None = None
+
+
+def read_image(path: Path) -> CaseImage:
+    from app.inference.nifti import InvalidNifti, check_header, read_sheared
     try:
-        image = sitk.ReadImage(str(path))
+        check_header(path)
+        return CaseImage(sitk.ReadImage(str(path)))
+    except InvalidNifti as err:
+        raise CaseError(f"cannot read {path.name}: {err}") from None
     except RuntimeError as err:
-        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
-        raise CaseError(f"cannot read {path.name}: not a readable NIfTI image ({first_line})") from None
-    return image
+        message = str(err)
+        if "orthonormal" in message:
+            try:
+                return CaseImage(*read_sheared(path))
+            except InvalidNifti as inner:
+                raise CaseError(f"cannot read {path.name}: {inner}") from None
+        last_line = message.strip().splitlines()[-1] if message.strip() else "unreadable"
+        raise CaseError(f"cannot read {path.name}: not a readable NIfTI image ({last_line})") from None
 
 
 def image_array(image: sitk.Image) -> np.ndarray:
-    """Voxels as float32 in numpy (z, y, x) order, as nnU-Net v1 reads them."""
-    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    """Voxels in numpy (z, y, x) order, a view on the image's own buffer in its own pixel type:
+    conversion to float32 waits until after cropping, to keep memory low on large volumes."""
+    return sitk.GetArrayViewFromImage(image)
 
 
 def spacing_zyx(image: sitk.Image) -> tuple[float, ...]:
@@ -90,16 +108,20 @@ def check_output_dir(output_dir: Path) -> None:
         raise PermissionError(f"output folder {output_dir} is not writable: {err.strerror or err}") from None
 
 
-def write_mask(mask: np.ndarray, reference: sitk.Image, path: Path) -> None:
+def write_mask(mask: np.ndarray, reference: CaseImage, path: Path) -> None:
     """Write a uint8 mask on the reference's grid: to a temporary file, then an atomic rename,
     so a run killed at any moment never leaves a partial .nii.gz where it would be scored."""
-    image = sitk.GetImageFromArray(mask.astype(np.uint8, copy=False))
-    image.CopyInformation(reference)
     partial_dir = path.parent / PARTIAL_DIR
     partial_dir.mkdir(exist_ok=True)
     tmp = partial_dir / f"{uuid.uuid4().hex}-{path.name}"
     try:
-        sitk.WriteImage(image, str(tmp), True)
+        if reference.affine is not None:
+            from app.inference.nifti import write_with_affine
+            write_with_affine(mask, reference.affine, tmp)
+        else:
+            image = sitk.GetImageFromArray(mask.astype(np.uint8, copy=False))
+            image.CopyInformation(reference.image)
+            sitk.WriteImage(image, str(tmp), True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

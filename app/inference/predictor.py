@@ -73,7 +73,9 @@ class Predictor:
         return self.weights.folds
 
     def predict_file(self, path: str | Path) -> sitk.Image:
-        return self.predict_image(io.read_image(Path(path)))
+        """The mask as a SimpleITK image on the file's grid (for a sheared NIfTI grid, on its
+        nearest orthonormal grid; `python -m app predict` writes those with the file's affine)."""
+        return self.predict_image(io.read_image(Path(path)).image)
 
     def predict_image(self, image: sitk.Image, timer: StageTimer | None = None) -> sitk.Image:
         mask = self.predict_array(image, timer or StageTimer())

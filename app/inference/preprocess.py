@@ -43,13 +43,16 @@ def normalise_ct(data: np.ndarray, plan: Plan) -> np.ndarray:
 
 
 def preprocess(volume: np.ndarray, spacing_zyx: tuple[float, ...], plan: Plan) -> Preprocessed:
+    """`volume` may be a read-only view in any pixel type: the one float32 copy is made after
+    cropping and transposing, so a 512 x 512 x 1000 CT costs about 4 bytes per voxel here."""
     bbox = nonzero_bbox(volume)
-    cropped = volume[bbox]
-    data = np.ascontiguousarray(cropped.transpose(plan.transpose_forward))
+    data = np.ascontiguousarray(volume[bbox].transpose(plan.transpose_forward), dtype=np.float32)
+    if np.shares_memory(data, volume):  # float32, uncropped, untransposed: never write into the input
+        data = data.copy()
     spacing_t = tuple(spacing_zyx[a] for a in plan.transpose_forward)
     data[np.isnan(data)] = 0
     axis = separate_z_axis(spacing_t, plan.target_spacing, plan.separate_z_anisotropy_threshold)
     data = resample_image(data, resampled_shape(data.shape, spacing_t, plan.target_spacing), axis)
-    data = normalise_ct(np.array(data, dtype=np.float32, copy=True), plan)
+    data = normalise_ct(data, plan)
     spacing_back = tuple(plan.target_spacing[a] for a in plan.transpose_backward)
     return Preprocessed(data, bbox, tuple(volume.shape), tuple(spacing_zyx), spacing_back)

@@ -24,6 +24,7 @@ class CaseReport:
     stages: dict[str, float] = field(default_factory=dict)
     volumes_ml: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    network_passes: int = 0                  # tiles x flips x folds
     gpu: dict = field(default_factory=dict)
 
     def line(self) -> str:

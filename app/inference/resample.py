@@ -28,11 +28,13 @@ def separate_z_axis(original_spacing: Sequence[float], target_spacing: Sequence[
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
     ratio = np.asarray(spacing, dtype=float) / np.asarray(target, dtype=float)
-    return tuple(int(v) for v in np.round(ratio * np.asarray(shape)).astype(int))
+    # at least one voxel: v1 would make an empty axis of a 2-row scan and fail
+    return tuple(max(1, int(v)) for v in np.round(ratio * np.asarray(shape)).astype(int))
 
 
 def _spline_resize(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """skimage.transform.resize(image, shape, order=3, mode='edge', anti_aliasing=False)."""
+    """skimage.transform.resize(image, shape, order=3, mode='edge', anti_aliasing=False).
+    scipy filters in float64 whatever the input; the output keeps the input's float32."""
     from scipy import ndimage
     zoom = [new / old for new, old in zip(shape, image.shape)]
     out = ndimage.zoom(image, zoom, order=3, mode="nearest", grid_mode=True)
@@ -50,13 +52,12 @@ def resample_image(volume: np.ndarray, new_shape: Sequence[int], separate_axis: 
     new_shape = tuple(int(v) for v in new_shape)
     if tuple(volume.shape) == new_shape:
         return volume
-    data = volume.astype(np.float64)
+    data = volume.astype(np.float32, copy=False)
     if separate_axis is None:
-        return _spline_resize(data, new_shape).astype(np.float32)
+        return _spline_resize(data, new_shape)
     plane_shape = tuple(s for a, s in enumerate(new_shape) if a != separate_axis)
     moved = np.moveaxis(data, separate_axis, 0)
-    # v1 casts every slice back to the input dtype before stacking
-    slices = np.stack([_spline_resize(s, plane_shape).astype(np.float32) for s in moved])
+    slices = np.stack([_spline_resize(s, plane_shape) for s in moved])
     if slices.shape[0] != new_shape[separate_axis]:
         slices = slices[_nearest_indices(slices.shape[0], new_shape[separate_axis])]
     return np.ascontiguousarray(np.moveaxis(slices, 0, separate_axis))

@@ -102,14 +102,16 @@ def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConf
     report = CaseReport(case.name, "failed", device=str(predictor.device))
     try:
         with timer.stage("read"):
-            image = io.read_image(case.path)
+            loaded = io.read_image(case.path)
+            image = loaded.image
             check_image(image, case.path.name)
         report.shape = tuple(image.GetSize())
         report.spacing = tuple(image.GetSpacing())
         mask = predictor.predict_array(image, timer)
         with timer.stage("write"):
-            io.write_mask(mask, image, io.output_path(output_dir, case))
+            io.write_mask(mask, loaded, io.output_path(output_dir, case))
         report.volumes_ml = organ_volumes_ml(mask, image.GetSpacing())
+        report.network_passes = predictor.window.last_network_passes
         report.status = "ok"
         if config.preview_dir is not None:
             with timer.stage("preview"):
