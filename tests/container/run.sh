@@ -4,8 +4,11 @@
 #
 # The base image is a Debian bookworm root file system (python3 3.11) made with debootstrap;
 # the build installs from a local wheelhouse (pip download of requirements.txt), so it needs no
-# network. Both are cached outside the clone and reused by later runs:
+# network. Both, and the image store with its layer cache, are kept outside the clone and
+# reused by later runs:
 #   FLARE_CONTAINER_CACHE  cache folder (default /var/tmp/flare21-container)
+#   FLARE_STORAGE_DRIVER   overlay or vfs (default: overlay where the kernel mounts it here,
+#                          else vfs; vfs copies every layer in full and is many times slower)
 #   FLARE_TEST_IMAGE       image name (default localhost/flare21-test:latest)
 #   DEBIAN_MIRROR          debootstrap mirror (default: the Debian mirror apt is configured with)
 #   KEEP_WORK=1            keep the scratch folder with the inputs and outputs
@@ -22,8 +25,6 @@ HERE="$ROOT/tests/container"
 CACHE=${FLARE_CONTAINER_CACHE:-/var/tmp/flare21-container}
 IMAGE=${FLARE_TEST_IMAGE:-localhost/flare21-test:latest}
 BASE_IMAGE=localhost/flare21-base:bookworm
-PODMAN=(podman --storage-driver=vfs)
-BUILDAH=(buildah --storage-driver=vfs)
 T0=$SECONDS
 PASSED=0
 CONTAINERS=()
@@ -70,6 +71,30 @@ if ! { [ -x "$ROOT/.venv/bin/hadolint" ] && "$PY" -c 'import SimpleITK' 2>/dev/n
 fi
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "the wheelhouse needs a Python 3.11 host venv"'
 
+# A store of our own, so that pruning and a driver choice touch nothing else on the machine.
+overlay_works() {
+    local probe
+    probe=$(mktemp -d "$CACHE/overlay-probe.XXXXXX") || return 1
+    mkdir -p "$probe"/{lower,upper,work,merged}
+    if mount -t overlay overlay -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" \
+            "$probe/merged" 2>/dev/null; then
+        umount "$probe/merged"
+        rm -rf "$probe"
+        return 0
+    fi
+    rm -rf "$probe"
+    return 1
+}
+mkdir -p "$CACHE"
+DRIVER=${FLARE_STORAGE_DRIVER:-auto}
+if [ "$DRIVER" = auto ]; then
+    if overlay_works; then DRIVER=overlay; else DRIVER=vfs; fi
+fi
+STORAGE=(--storage-driver="$DRIVER" --root "$CACHE/storage-$DRIVER" --runroot "/run/flare21-containers-$DRIVER")
+PODMAN=(podman "${STORAGE[@]}")
+BUILDAH=(buildah "${STORAGE[@]}")
+echo "image store: $DRIVER driver in $CACHE/storage-$DRIVER"
+
 # ---------------------------------------------------------------- hadolint
 step "hadolint"
 "$ROOT/.venv/bin/hadolint" "$ROOT/Dockerfile" || fail "hadolint Dockerfile"
@@ -86,12 +111,14 @@ if [ -f "$WHEELHOUSE/.complete" ]; then
 else
     mkdir -p "$CACHE"
     rm -rf "$WHEELHOUSE.part"
-    "$PY" -m pip download --quiet --dest "$WHEELHOUSE.part" -r "$ROOT/requirements.txt"
+    "$PY" -m pip download --quiet --dest "$WHEELHOUSE.part" -r "$ROOT/requirements.txt" \
+        > "$CACHE/wheelhouse.log" 2>&1 || { tail -n 20 "$CACHE/wheelhouse.log"; fail "pip download"; }
     shopt -s nullglob
     sdists=("$WHEELHOUSE.part"/*.tar.gz "$WHEELHOUSE.part"/*.zip)
     shopt -u nullglob
     if [ "${#sdists[@]}" -gt 0 ]; then
-        "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$WHEELHOUSE.part" "${sdists[@]}"
+        "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$WHEELHOUSE.part" "${sdists[@]}" \
+            >> "$CACHE/wheelhouse.log" 2>&1 || { tail -n 20 "$CACHE/wheelhouse.log"; fail "pip wheel"; }
         rm -f "${sdists[@]}"
     fi
     touch "$WHEELHOUSE.part/.complete"
@@ -119,7 +146,7 @@ else
     debootstrap --variant=minbase --include=python3,python3-venv bookworm "$ROOTFS" "$mirror" \
         > "$CACHE/debootstrap.log" 2>&1 || { tail -n 20 "$CACHE/debootstrap.log"; fail "debootstrap"; }
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-    tar -C "$ROOTFS" -c . | "${PODMAN[@]}" import - "$BASE_IMAGE" >/dev/null
+    tar -C "$ROOTFS" -c . | "${PODMAN[@]}" import - "$BASE_IMAGE" >/dev/null 2>&1 || fail "podman import"
     rm -rf "$ROOTFS"
 fi
 
