@@ -76,7 +76,7 @@ def _predict_cases(config, cases, output_dir, reports, process_start) -> int | N
         except (WeightsError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_CANNOT_START
-        process = {"startup_s": round(load_start - process_start, 3),
+        process = {"startup_s": round(load_start - process_start, 3), "ready_at_unix": time.time(),
                    "weights_load_s": round(time.perf_counter() - load_start, 3),
                    "folds": list(predictor.folds), "mode": predictor.mode.name, "tta": predictor.mode.tta,
                    "step_size": predictor.mode.step_size}
