@@ -1,0 +1,13 @@
+#!/bin/sh
+# The GPU benchmark, in one call of at most 10 minutes (see bench/gpu.py and BENCHMARKS.md).
+# Python packages missing on the GPU machine travel as wheels in .whl/ (see docs in BENCHMARKS.md).
+set -eu
+cd "$(dirname "$0")/.."
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+python3 -m bench.gpu --out "${OUT:-bench/out/gpu}" "$@"
