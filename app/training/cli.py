@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nnU-Net folders (raw links, preprocessed, results)")
     parser.add_argument("--processes", type=int, default=2, help="preprocessing processes")
     parser.add_argument("--da-workers", type=int, default=2, help="augmentation worker processes")
-    parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="intra-op threads of the training process (default: 1 on a CPU, where more threads "
+                             "contend with the augmentation workers)")
     parser.add_argument("--no-validation-tta", action="store_true",
                         help="validate folds without mirroring (8x cheaper on a CPU)")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32",
@@ -40,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "start every fold from it (default 0: every fold from scratch)")
     parser.add_argument("--warm-start-iterations", type=int, default=0,
                         help="batches per epoch of that model (0: as --iterations)")
+    parser.add_argument("--warm-start-init", type=Path, default=None,
+                        help="checkpoint (.model) the warm-start model starts from (continuing an earlier one)")
+    parser.add_argument("--fold-initial-lr", type=float, default=None,
+                        help="initial learning rate of the folds (default: nnunet's 1e-2)")
     parser.add_argument("--measure-predict-on", type=Path, default=None,
                         help="after export, time `python -m app predict` on this CT and record it")
 
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                       torch_threads=args.torch_threads, validation_tta=not args.no_validation_tta,
                       export_dtype=args.dtype, seed=args.seed, data_description=desc,
                       measure_predict_on=args.measure_predict_on,
-                      warm_start_epochs=args.warm_start_epochs, warm_start_iterations=args.warm_start_iterations)
+                      warm_start_epochs=args.warm_start_epochs, warm_start_iterations=args.warm_start_iterations,
+                      warm_start_init=args.warm_start_init, fold_initial_lr=args.fold_initial_lr)
     manifest = train(cfg, log=lambda m: print(f"[train] {m}", flush=True))
     print(json.dumps({k: manifest[k] for k in ("trainer", "epochs", "planner", "plan", "cross_validation",
                                                "training_wall_seconds")}, indent=1))
