@@ -122,6 +122,7 @@ else
         rm -f "${sdists[@]}"
     fi
     touch "$WHEELHOUSE.part/.complete"
+    find "$CACHE" -maxdepth 1 -name 'wheelhouse-*' ! -name '*.part' -exec rm -rf {} +  # older pins
     mv "$WHEELHOUSE.part" "$WHEELHOUSE"
 fi
 echo "$(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
