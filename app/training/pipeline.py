@@ -188,6 +188,7 @@ def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold, log, epochs:
         for gen in (getattr(trainer, "tr_gen", None), getattr(trainer, "val_gen", None)):
             if gen is not None and hasattr(gen, "_finish"):
                 gen._finish()
+    _name_stock_class(fold_dir)
     n_params = sum(p.numel() for p in trainer.network.parameters())
     result = {"fold": fold, "train_seconds": round(t_train, 1), "parameters": int(n_params),
               "out_base": str(out_base), "checkpoint": str(done), "epochs": epochs, "iterations": iterations}
@@ -199,6 +200,24 @@ def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold, log, epochs:
     else:
         log(f"fold {fold}: trained in {t_train:.0f} s")
     return result
+
+
+def _name_stock_class(fold_dir: Path) -> None:
+    """Let stock nnU-Net v1 (nnUNet_predict / restore_model) load the fold: restore_model looks
+    trainer classes up by name inside nnunet.training.network_training only. The scaled subclass
+    differs from nnunet's CE-to-Dice class in its loss schedule alone, so inference is identical."""
+    import pickle
+
+    from app.training.trainer import STOCK_TRAINER
+
+    for pkl in fold_dir.glob("*.model.pkl"):
+        with open(pkl, "rb") as f:
+            info = pickle.load(f)
+        if info.get("name") != STOCK_TRAINER.__name__:
+            info["trained_with"] = info.get("name")
+            info["name"] = STOCK_TRAINER.__name__
+            with open(pkl, "wb") as f:
+                pickle.dump(info, f)
 
 
 def _git_commit() -> str | None:
