@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint (.model) the warm-start model starts from (continuing an earlier one)")
     parser.add_argument("--fold-initial-lr", type=float, default=None,
                         help="initial learning rate of the folds (default: nnunet's 1e-2)")
+    parser.add_argument("--fold-init", type=Path, default=None,
+                        help="start every fold from this checkpoint (.model) instead of from scratch")
     parser.add_argument("--measure-predict-on", type=Path, default=None,
                         help="after export, time `python -m app predict` on this CT and record it")
 
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                       export_dtype=args.dtype, seed=args.seed, data_description=desc,
                       measure_predict_on=args.measure_predict_on,
                       warm_start_epochs=args.warm_start_epochs, warm_start_iterations=args.warm_start_iterations,
-                      warm_start_init=args.warm_start_init, fold_initial_lr=args.fold_initial_lr)
+                      warm_start_init=args.warm_start_init, fold_initial_lr=args.fold_initial_lr,
+                      fold_init=args.fold_init)
     manifest = train(cfg, log=lambda m: print(f"[train] {m}", flush=True))
     print(json.dumps({k: manifest[k] for k in ("trainer", "epochs", "planner", "plan", "cross_validation",
                                                "training_wall_seconds")}, indent=1))

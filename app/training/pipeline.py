@@ -53,6 +53,7 @@ class TrainConfig:
     warm_start_iterations: int = 0
     warm_start_init: Path | None = None     # checkpoint the warm-start model itself starts from
     fold_initial_lr: float | None = None    # None: nnunet's 1e-2
+    fold_init: Path | None = None           # start every fold from this checkpoint (no warm-start run)
 
 
 def _task_name(task_dir: Path) -> str:
@@ -266,7 +267,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         warm = train_fold(cfg, plans_file, task, "all", log, epochs=cfg.warm_start_epochs,
                           iterations=cfg.warm_start_iterations or cfg.iterations, validate=False,
                           init_from=cfg.warm_start_init)
-    init_from = Path(warm["checkpoint"]) if warm else None
+    init_from = Path(warm["checkpoint"]) if warm else cfg.fold_init
     results = [train_fold(cfg, plans_file, task, f, log, init_from=init_from, initial_lr=cfg.fold_initial_lr)
                for f in cfg.folds]
     out_base = Path(results[0]["out_base"])
@@ -302,6 +303,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "cross_validation": [{k: r[k] for k in ("fold", "validation_dice", "train_seconds") if k in r}
                              for r in results],
         "validation_tta": cfg.validation_tta,
+        "fold_init": None if cfg.fold_init is None else cfg.fold_init.name,
+        "fold_initial_lr": cfg.fold_initial_lr,
         "warm_start": None if warm is None else {
             "what": "every fold started from one model first trained on all cases (fold 'all') with the "
                     "same trainer; a CPU-budget shortcut of the demo, so the cross-validation numbers are "
