@@ -47,7 +47,9 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     assert set(manifest["files"]) >= {"plans.json", "fold_0.safetensors"}
     plans = json.loads((weights / "plans.json").read_text())
     assert plans["network"]["base_num_features"] == 8
-    assert len(plans["network"]["pool_op_kernel_sizes"]) == 4
+    assert len(plans["network"]["pool_op_kernel_sizes"]) == 3
+    assert plans["patch_size"] == [40, 40, 40]
+    assert plans["target_spacing"] == [5.0, 5.0, 5.0]
 
     # predict accepts the exported model (one fold, no TTA, to keep the test short)
     case = sorted((tmp_path / "data" / "images").glob("*_0000.nii.gz"))[0]
