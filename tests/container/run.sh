@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test-container`: build the Docker image and run it as the FLARE21 organisers do,
-# without a Docker engine: podman builds (vfs storage, chroot isolation), buildah runs.
+# without a Docker engine: podman builds (chroot isolation), buildah runs.
 #
 # The base image is a Debian bookworm root file system (python3 3.11) made with debootstrap;
 # the build installs from a local wheelhouse (pip download of requirements.txt), so it needs no
@@ -17,7 +17,7 @@
 # network, with read-only inputs (the real example CT and a synthetic oblique case) writes one
 # correctly named mask per input on the input's exact grid, writes nothing into inputs and
 # nothing in the image outside /tmp; two one-case runs into one outputs folder leave both
-# masks; the same as a non-root --user.
+# masks; a non-root --user run of the synthetic cases.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -247,15 +247,18 @@ cp "$IN/synth_0000.nii.gz" "$ONE/"
 ok "both masks present after two one-case runs, on their inputs' grids"
 
 # ---------------------------------------------------------------- run: non-root
-step "run as --user 1000:1000"
+# The two synthetic cases: the root run above already covered the real CT's code path; this
+# one is about permissions (image readable, HOME and caches in /tmp, outputs of the caller's uid).
+step "run as --user 1000:1000: the two synthetic cases"
 OUT="$WORK/outputs-user"
 mkdir -p "$OUT"
 chown 1000:1000 "$OUT"
-before=$(fingerprint "$IN")
-run_case user "$IN" "$OUT" --user 1000:1000
-[ "$before" = "$(fingerprint "$IN")" ] || fail "the non-root run changed the inputs folder"
+chmod -R a+rX,a-w "$ONE"
+before=$(fingerprint "$ONE")
+run_case user "$ONE" "$OUT" --user 1000:1000
+[ "$before" = "$(fingerprint "$ONE")" ] || fail "the non-root run changed the inputs folder"
 [ -z "$CHANGED" ] || { echo "$CHANGED"; fail "the non-root run wrote outside /tmp and the outputs"; }
-"$PY" "$HERE/check_outputs.py" "$IN" "$OUT" --uid 1000 || fail "masks of the non-root run"
+"$PY" "$HERE/check_outputs.py" "$ONE" "$OUT" --uid 1000 || fail "masks of the non-root run"
 ok "non-root run: masks owned by 1000, exact geometry, inputs untouched"
 
 step "done in $((SECONDS - T0)) s"
