@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import ROOT
-from test_hardening import FAST_ARGS, assert_complete_gzip_nifti, predict_env, same_grid
+from hardening_helpers import FAST_ARGS, assert_complete_gzip_nifti, predict_env, same_grid
 
 
 def _register_slow_marker() -> None:
