@@ -26,152 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-# ----------------------------------------------------------------------------- tissues
-AIR, SUBFAT, MUSCLE, VFAT, CORTEX, MARROW, DISC, CSF, LUNG, ARTERY, VEIN, BOWEL, GAS, ORAL, \
-    STOMACH_WALL, FLUID, GALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS, TABLE = range(24)
-N_TISSUES = 24
-
-TISSUE_LABEL = np.zeros(N_TISSUES, np.uint8)
-TISSUE_LABEL[LIVER] = 1
-TISSUE_LABEL[KCORTEX] = 2
-TISSUE_LABEL[KMEDULLA] = 2
-TISSUE_LABEL[SPLEEN] = 3
-TISSUE_LABEL[PANCREAS] = 4
-
-# Textured soft tissues (low-frequency intensity variation).
-_SOFT = np.zeros(N_TISSUES, bool)
-_SOFT[[MUSCLE, BOWEL, STOMACH_WALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS]] = True
-
-# HU ranges per contrast phase: (low, high) for the per-case mean. Sources: FLARE21 notes
-# (literature values, portal venous / native), plus common late-arterial values.
-_HU_RANGES = {
-    "native": {
-        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (38, 58), LIVER: (48, 68),
-        SPLEEN: (40, 55), PANCREAS: (28, 50), KCORTEX: (26, 42), KMEDULLA: (22, 36),
-        ARTERY: (35, 50), VEIN: (35, 50), BOWEL: (15, 45), STOMACH_WALL: (30, 50),
-        HEART: (35, 50),
-    },
-    "arterial": {
-        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (45, 62), LIVER: (65, 90),
-        SPLEEN: (100, 150), PANCREAS: (95, 130), KCORTEX: (170, 240), KMEDULLA: (60, 100),
-        ARTERY: (230, 350), VEIN: (80, 130), BOWEL: (40, 90), STOMACH_WALL: (70, 110),
-        HEART: (180, 300),
-    },
-    "portal": {
-        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (50, 68), LIVER: (95, 125),
-        SPLEEN: (105, 135), PANCREAS: (85, 112), KCORTEX: (150, 200), KMEDULLA: (120, 170),
-        ARTERY: (140, 200), VEIN: (140, 200), BOWEL: (55, 105), STOMACH_WALL: (70, 110),
-        HEART: (130, 180),
-    },
-}
-_HU_FIXED = {
-    AIR: (-1010, -990), CORTEX: (600, 950), MARROW: (140, 300), DISC: (70, 110), CSF: (0, 20),
-    LUNG: (-880, -800), GAS: (-1000, -900), ORAL: (180, 400), FLUID: (0, 20), GALL: (0, 25),
-    TABLE: (-400, -150),
-}
-
-
-# ----------------------------------------------------------------------------- geometry
-def _rot(ax: float, ay: float, az: float) -> np.ndarray:
-    """Rotation matrix from angles (radians) about x, y, z (applied x, then y, then z)."""
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-@dataclass
-class Wave:
-    """Sum of random plane waves: a cheap smooth random field."""
-    k: np.ndarray      # (n, 3) wave vectors, rad/mm
-    phase: np.ndarray  # (n,)
-    amp: np.ndarray    # (n,) or (n, 3)
-
-    @classmethod
-    def random(cls, rng, n, wavelength, amp, vector=False):
-        dirs = rng.normal(size=(n, 3))
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-        lam = rng.uniform(*wavelength, size=n)
-        k = dirs * (2 * np.pi / lam)[:, None]
-        a = rng.normal(size=(n, 3)) if vector else rng.uniform(0.5, 1.0, size=n)
-        a = a * amp / (np.sqrt(n) if vector else n)
-        return cls(k.astype(np.float32), rng.uniform(0, 2 * np.pi, n).astype(np.float32),
-                   np.asarray(a, np.float32))
-
-    def __call__(self, x, y, z):
-        out = None
-        for i in range(len(self.phase)):
-            s = np.sin(self.k[i, 0] * x + self.k[i, 1] * y + self.k[i, 2] * z + self.phase[i])
-            if self.amp.ndim == 2:
-                term = [s * self.amp[i, j] for j in range(3)]
-                out = term if out is None else [o + t for o, t in zip(out, term)]
-            else:
-                out = s * self.amp[i] if out is None else out + s * self.amp[i]
-        return out
-
-
-@dataclass
-class Ellipsoid:
-    """Implicit ellipsoid with a rotation and a smooth surface perturbation.
-
-    value(p) < 0 inside; about (distance / mean radius) near the surface.
-    """
-    c: np.ndarray
-    r: np.ndarray
-    R: np.ndarray
-    wave: Wave | None = None
-
-    def value(self, x, y, z):
-        dx, dy, dz = x - self.c[0], y - self.c[1], z - self.c[2]
-        Rt = self.R.T.astype(np.float32)
-        lx = (Rt[0, 0] * dx + Rt[0, 1] * dy + Rt[0, 2] * dz) / self.r[0]
-        ly = (Rt[1, 0] * dx + Rt[1, 1] * dy + Rt[1, 2] * dz) / self.r[1]
-        lz = (Rt[2, 0] * dx + Rt[2, 1] * dy + Rt[2, 2] * dz) / self.r[2]
-        v = np.sqrt(lx * lx + ly * ly + lz * lz) - 1.0
-        if self.wave is not None:
-            v = v + self.wave(dx, dy, dz)
-        return v
-
-    def bbox(self, margin=0.0):
-        ext = np.abs(self.R) @ self.r * 1.25 + margin
-        return self.c - ext, self.c + ext
-
-
-@dataclass
-class Tube:
-    """Capsule chain along a polyline with radii varying linearly along each segment."""
-    pts: np.ndarray    # (n, 3)
-    radii: np.ndarray  # (n,)
-    wave: Wave | None = None
-
-    def value(self, x, y, z):
-        best = None
-        for a, b, ra, rb in zip(self.pts[:-1], self.pts[1:], self.radii[:-1], self.radii[1:]):
-            ab = (b - a).astype(np.float32)
-            L2 = float(ab @ ab)
-            t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / L2
-            t = np.clip(t, 0.0, 1.0)
-            px, py, pz = x - (a[0] + t * ab[0]), y - (a[1] + t * ab[1]), z - (a[2] + t * ab[2])
-            d = np.sqrt(px * px + py * py + pz * pz) / (ra + t * (rb - ra)) - 1.0
-            best = d if best is None else np.minimum(best, d)
-        if self.wave is not None:
-            best = best + self.wave(x, y, z)
-        return best
-
-    def bbox(self, margin=0.0):
-        r = self.radii.max() * 1.3 + margin
-        return self.pts.min(0) - r, self.pts.max(0) + r
-
-
-def _smooth_curve(ctrl: np.ndarray, rad: np.ndarray, n: int = 16):
-    """Catmull-Rom-like densification of control points (keeps ends)."""
-    t = np.linspace(0, len(ctrl) - 1, n)
-    idx = np.arange(len(ctrl))
-    from scipy.interpolate import CubicSpline  # light, local import
-    cs = CubicSpline(idx, ctrl, axis=0, bc_type="natural")
-    cr = np.interp(t, idx, rad)
-    return cs(t), cr
+from app.synth.shapes import (  # noqa: F401  (tissue names are part of this module's interface)
+    HU_FIXED, HU_RANGES, TEXTURED,
+    AIR, ARTERY, BOWEL, CORTEX, CSF, DISC,
+    Ellipsoid, FLUID, GALL, GAS, HEART, KCORTEX,
+    KMEDULLA, LIVER, LUNG, MARROW, MUSCLE, N_TISSUES,
+    ORAL, PANCREAS, SPLEEN, STOMACH_WALL, SUBFAT, TABLE,
+    TISSUE_LABEL, Tube, VEIN, VFAT, Wave, rotation,
+    smooth_curve,
+)
 
 
 # ----------------------------------------------------------------------------- anatomy
@@ -210,7 +73,7 @@ class Anatomy:
         self.phase = rng.choice(["native", "arterial", "portal"], p=[0.35, 0.15, 0.5])
         offset = u(-8, 8)
         self.hu = np.zeros(N_TISSUES, np.float32)
-        for t, (lo, hi) in {**_HU_FIXED, **_HU_RANGES[self.phase]}.items():
+        for t, (lo, hi) in {**HU_FIXED, **HU_RANGES[self.phase]}.items():
             self.hu[t] = u(lo, hi) + (offset if t not in (AIR, GAS) else 0.0)
         self.texture_amp = u(3, 9)
         self.texture = Wave.random(rng, 6, (15, 60), 1.0)
@@ -221,7 +84,7 @@ class Anatomy:
              wave_amp=0.08, wave_len=(50, 110)):
         c = np.asarray(c, float) + rng.normal(0, jitter_c, 3)
         r = np.asarray(r, float) * rng.uniform(1 - jitter_r, 1 + jitter_r, 3)
-        R = _rot(*(np.asarray(rot) + rng.normal(0, rot_jit, 3)))
+        R = rotation(*(np.asarray(rot) + rng.normal(0, rot_jit, 3)))
         wave = Wave.random(rng, 3, wave_len, wave_amp) if wave_amp else None
         return Ellipsoid(c.astype(np.float32), r.astype(np.float32), R, wave)
 
@@ -273,14 +136,14 @@ class Anatomy:
             [0.45 * a, yv - 28 * s, zp + 24 * s],
         ]) + rng.normal(0, 5, (5, 3))
         rad = np.array([17, 13, 11, 10.5, 9]) * s * u(0.85, 1.15)
-        pts, prad = _smooth_curve(ctrl, rad, 12)
+        pts, prad = smooth_curve(ctrl, rad, 12)
         self.pancreas = Tube(pts.astype(np.float32), prad.astype(np.float32), Wave.random(rng, 3, (30, 70), 0.08))
         # duodenum: C-loop lateral to the head
         head = ctrl[0]
         dctrl = np.array([[head[0] + 10, head[1] - 25, head[2] + 35], [head[0] - 28, head[1] - 5, head[2] + 15],
                           [head[0] - 30, head[1] + 5, head[2] - 15], [head[0] + 5, head[1] - 8, head[2] - 40],
                           [head[0] + 45, head[1] - 10, head[2] - 42]])
-        dp, dr = _smooth_curve(dctrl, np.full(5, 11.0 * s), 10)
+        dp, dr = smooth_curve(dctrl, np.full(5, 11.0 * s), 10)
         self.duodenum = Tube(dp.astype(np.float32), dr.astype(np.float32), None)
         # --- vessels
         self.aorta = Tube(np.array([[0.08 * a, yv - 30 * s, self.z_lo - 20], [0.07 * a, yv - 32 * s, self.z_hi + 20]],
@@ -476,7 +339,7 @@ def random_grid(rng, anat: Anatomy, size: str = "full") -> Grid:
     flips = [(1, 1), (-1, -1), (-1, 1), (1, -1)][int(rng.choice(4, p=[0.4, 0.4, 0.1, 0.1]))]
     fz = 1 if rng.random() < 0.8 else -1
     ang = np.deg2rad(rng.uniform(-8, 8)) if rng.random() < 0.3 else 0.0
-    D = _rot(0, 0, ang) @ np.diag([flips[0], flips[1], fz]).astype(float)
+    D = rotation(0, 0, ang) @ np.diag([flips[0], flips[1], fz]).astype(float)
     centre = np.array([rng.uniform(-10, 10), rng.uniform(-10, 25), 0.5 * (anat.z_lo + anat.z_hi)])
     half = np.array([(n - 1) * sp, (n - 1) * sp, (nz - 1) * sz]) / 2
     origin = centre - D @ half
@@ -502,7 +365,7 @@ def render(anat: Anatomy, grid: Grid, rng, chunk: int = 8) -> tuple[np.ndarray, 
     hu = anat.hu[tissue]
     # smooth texture on soft tissue, evaluated on a coarse grid and upsampled
     tex = _coarse_texture(anat, grid, tissue.shape)
-    hu = hu + np.where(_SOFT[tissue], tex * anat.texture_amp, 0).astype(np.float32)
+    hu = hu + np.where(TEXTURED[tissue], tex * anat.texture_amp, 0).astype(np.float32)
     # point-spread function + slice profile (partial volume)
     psf_mm = rng.uniform(0.5, 1.0)
     sig = (rng.uniform(0.3, 0.45), psf_mm / sy, psf_mm / sx)  # (z, y, x) in voxels

@@ -1,0 +1,156 @@
+"""Building blocks of the phantoms: tissue classes with their HU ranges, and the smooth
+shapes (ellipsoids, tubes, low-frequency surface waves) the anatomy is made of."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# ----------------------------------------------------------------------------- tissues
+AIR, SUBFAT, MUSCLE, VFAT, CORTEX, MARROW, DISC, CSF, LUNG, ARTERY, VEIN, BOWEL, GAS, ORAL, \
+    STOMACH_WALL, FLUID, GALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS, TABLE = range(24)
+N_TISSUES = 24
+
+TISSUE_LABEL = np.zeros(N_TISSUES, np.uint8)
+TISSUE_LABEL[LIVER] = 1
+TISSUE_LABEL[KCORTEX] = 2
+TISSUE_LABEL[KMEDULLA] = 2
+TISSUE_LABEL[SPLEEN] = 3
+TISSUE_LABEL[PANCREAS] = 4
+
+# Textured soft tissues (low-frequency intensity variation).
+TEXTURED = np.zeros(N_TISSUES, bool)
+TEXTURED[[MUSCLE, BOWEL, STOMACH_WALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS]] = True
+
+# HU ranges per contrast phase: (low, high) for the per-case mean. Sources: FLARE21 notes
+# (literature values, portal venous / native), plus common late-arterial values.
+HU_RANGES = {
+    "native": {
+        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (38, 58), LIVER: (48, 68),
+        SPLEEN: (40, 55), PANCREAS: (28, 50), KCORTEX: (26, 42), KMEDULLA: (22, 36),
+        ARTERY: (35, 50), VEIN: (35, 50), BOWEL: (15, 45), STOMACH_WALL: (30, 50),
+        HEART: (35, 50),
+    },
+    "arterial": {
+        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (45, 62), LIVER: (65, 90),
+        SPLEEN: (100, 150), PANCREAS: (95, 130), KCORTEX: (170, 240), KMEDULLA: (60, 100),
+        ARTERY: (230, 350), VEIN: (80, 130), BOWEL: (40, 90), STOMACH_WALL: (70, 110),
+        HEART: (180, 300),
+    },
+    "portal": {
+        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (50, 68), LIVER: (95, 125),
+        SPLEEN: (105, 135), PANCREAS: (85, 112), KCORTEX: (150, 200), KMEDULLA: (120, 170),
+        ARTERY: (140, 200), VEIN: (140, 200), BOWEL: (55, 105), STOMACH_WALL: (70, 110),
+        HEART: (130, 180),
+    },
+}
+HU_FIXED = {
+    AIR: (-1010, -990), CORTEX: (600, 950), MARROW: (140, 300), DISC: (70, 110), CSF: (0, 20),
+    LUNG: (-880, -800), GAS: (-1000, -900), ORAL: (180, 400), FLUID: (0, 20), GALL: (0, 25),
+    TABLE: (-400, -150),
+}
+
+
+# ----------------------------------------------------------------------------- geometry
+def rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    """Rotation matrix from angles (radians) about x, y, z (applied x, then y, then z)."""
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@dataclass
+class Wave:
+    """Sum of random plane waves: a cheap smooth random field."""
+    k: np.ndarray      # (n, 3) wave vectors, rad/mm
+    phase: np.ndarray  # (n,)
+    amp: np.ndarray    # (n,) or (n, 3)
+
+    @classmethod
+    def random(cls, rng, n, wavelength, amp, vector=False):
+        dirs = rng.normal(size=(n, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        lam = rng.uniform(*wavelength, size=n)
+        k = dirs * (2 * np.pi / lam)[:, None]
+        a = rng.normal(size=(n, 3)) if vector else rng.uniform(0.5, 1.0, size=n)
+        a = a * amp / (np.sqrt(n) if vector else n)
+        return cls(k.astype(np.float32), rng.uniform(0, 2 * np.pi, n).astype(np.float32),
+                   np.asarray(a, np.float32))
+
+    def __call__(self, x, y, z):
+        out = None
+        for i in range(len(self.phase)):
+            s = np.sin(self.k[i, 0] * x + self.k[i, 1] * y + self.k[i, 2] * z + self.phase[i])
+            if self.amp.ndim == 2:
+                term = [s * self.amp[i, j] for j in range(3)]
+                out = term if out is None else [o + t for o, t in zip(out, term)]
+            else:
+                out = s * self.amp[i] if out is None else out + s * self.amp[i]
+        return out
+
+
+@dataclass
+class Ellipsoid:
+    """Implicit ellipsoid with a rotation and a smooth surface perturbation.
+
+    value(p) < 0 inside; about (distance / mean radius) near the surface.
+    """
+    c: np.ndarray
+    r: np.ndarray
+    R: np.ndarray
+    wave: Wave | None = None
+
+    def value(self, x, y, z):
+        dx, dy, dz = x - self.c[0], y - self.c[1], z - self.c[2]
+        Rt = self.R.T.astype(np.float32)
+        lx = (Rt[0, 0] * dx + Rt[0, 1] * dy + Rt[0, 2] * dz) / self.r[0]
+        ly = (Rt[1, 0] * dx + Rt[1, 1] * dy + Rt[1, 2] * dz) / self.r[1]
+        lz = (Rt[2, 0] * dx + Rt[2, 1] * dy + Rt[2, 2] * dz) / self.r[2]
+        v = np.sqrt(lx * lx + ly * ly + lz * lz) - 1.0
+        if self.wave is not None:
+            v = v + self.wave(dx, dy, dz)
+        return v
+
+    def bbox(self, margin=0.0):
+        ext = np.abs(self.R) @ self.r * 1.25 + margin
+        return self.c - ext, self.c + ext
+
+
+@dataclass
+class Tube:
+    """Capsule chain along a polyline with radii varying linearly along each segment."""
+    pts: np.ndarray    # (n, 3)
+    radii: np.ndarray  # (n,)
+    wave: Wave | None = None
+
+    def value(self, x, y, z):
+        best = None
+        for a, b, ra, rb in zip(self.pts[:-1], self.pts[1:], self.radii[:-1], self.radii[1:]):
+            ab = (b - a).astype(np.float32)
+            L2 = float(ab @ ab)
+            t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / L2
+            t = np.clip(t, 0.0, 1.0)
+            px, py, pz = x - (a[0] + t * ab[0]), y - (a[1] + t * ab[1]), z - (a[2] + t * ab[2])
+            d = np.sqrt(px * px + py * py + pz * pz) / (ra + t * (rb - ra)) - 1.0
+            best = d if best is None else np.minimum(best, d)
+        if self.wave is not None:
+            best = best + self.wave(x, y, z)
+        return best
+
+    def bbox(self, margin=0.0):
+        r = self.radii.max() * 1.3 + margin
+        return self.pts.min(0) - r, self.pts.max(0) + r
+
+
+def smooth_curve(ctrl: np.ndarray, rad: np.ndarray, n: int = 16):
+    """Catmull-Rom-like densification of control points (keeps ends)."""
+    t = np.linspace(0, len(ctrl) - 1, n)
+    idx = np.arange(len(ctrl))
+    from scipy.interpolate import CubicSpline  # light, local import
+    cs = CubicSpline(idx, ctrl, axis=0, bc_type="natural")
+    cr = np.interp(t, idx, rad)
+    return cs(t), cr
+
+
