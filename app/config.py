@@ -1,7 +1,7 @@
 """One typed configuration for prediction, built by the CLI or the Python API."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -39,7 +39,6 @@ class PredictConfig:
     progress: bool = True
     preview_dir: Path | None = None
     shard: tuple[int, int] | None = None   # (index, count), index from 0
-    extra: dict = field(default_factory=dict)
 
     def resolved_mode(self) -> Mode:
         try:
