@@ -73,6 +73,8 @@ def _linear_taps(n_in: int, n_out: int, rows: np.ndarray | None = None):
 
 
 def _blend(x: torch.Tensor, dim: int, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray) -> torch.Tensor:
+    if not weight.any():  # nearest neighbour or same size: a gather, no arithmetic
+        return x.index_select(dim, torch.from_numpy(lower).to(x.device))
     view = [1] * x.dim()
     view[dim] = len(weight)
     w = torch.from_numpy(weight).to(device=x.device, dtype=x.dtype).view(view)
