@@ -3,7 +3,7 @@
 # Python packages missing on the GPU machine travel as wheels in .whl/ (see docs in BENCHMARKS.md).
 set -eu
 cd "$(dirname "$0")/.."
-if [ -d .whl ]; then
+if [ -d .whl ] && [ ! -d /tmp/site/nnunet ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi

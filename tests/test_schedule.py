@@ -69,3 +69,55 @@ def test_loss_stays_wrapped_for_deep_supervision():
         inner = t.loss.loss
         assert isinstance(inner, DC_and_CE_loss)
         assert (inner.weight_ce, inner.weight_dice) == pytest.approx(loss_weights(epoch, 40))
+
+
+def test_epochs_for_budget():
+    from app.training.schedule import epochs_for_budget
+
+    # 3 epochs done in 30 s at 10 s each: 570 s left hold 57 more
+    assert epochs_for_budget(600, 30, 10, 3) == 60
+    assert epochs_for_budget(600, 700, 10, 3) == 3       # already over: never fewer than done
+    assert epochs_for_budget(600, 0, 7, 0) == 85
+    with pytest.raises(ValueError):
+        epochs_for_budget(600, 0, 0, 1)
+
+
+def test_trainer_fits_epochs_to_its_time_budget(monkeypatch):
+    """With a fake clock: epoch 0 (warm-up) takes 20 s, later ones 5 s. After the calibration
+    epochs the run is fitted to the budget once; a run that then falls far behind stops."""
+    pytest.importorskip("nnunet")
+    import app.training.trainer as trainer_module
+    from app.training.trainer import ScaledCEToDiceTrainer
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(trainer_module.STOCK_TRAINER, "on_epoch_end", lambda self: True)
+    t = ScaledCEToDiceTrainer.__new__(ScaledCEToDiceTrainer)
+    t.print_to_log_file = lambda *a, **k: None
+    t.time_budget_s, t.max_num_epochs = 300.0, 1000
+    t._budget_start, t._first_epoch_end = 0.0, None
+    for epoch, seconds in enumerate([20, 5, 5]):
+        clock["now"] += seconds
+        t.epoch = epoch
+        t.on_epoch_end()
+    # 30 s spent, 5 s per epoch: 3 done + 270 / 5
+    assert t.max_num_epochs == 3 + 54
+    for epoch in range(3, 20):             # epochs suddenly take 40 s
+        clock["now"] += 40
+        t.epoch = epoch
+        t.on_epoch_end()
+        if clock["now"] > 1.15 * 300:
+            break
+    assert t.max_num_epochs == t.epoch + 1 < 57
+
+
+def test_parallel_config_round_trip(tmp_path):
+    from app.training.parallel import config_from_json, config_to_json
+    from app.training.pipeline import TrainConfig
+
+    cfg = TrainConfig(task_dir=tmp_path / "Task1_X", work_dir=tmp_path / "w", out=None, folds=(0, 3),
+                      time_budget_s=90.0, batch_size=8, data_description={"kind": "phantoms"},
+                      fold_init=tmp_path / "m.model")
+    back = config_from_json(config_to_json(cfg))
+    assert back == cfg
+    assert isinstance(back.fold_init, type(tmp_path)) and back.out is None

@@ -13,7 +13,8 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-dir", type=Path, required=True,
                         help="nnU-Net v1 raw task folder (imagesTr/, labelsTr/, dataset.json)")
-    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                        help="none (with --warm-start-epochs): train only the model on all cases")
     parser.add_argument("--epochs", type=int, default=1000,
                         help="1000 uses nnunet's nnUNetTrainerV2_graduallyTransitionFromCEToDice as is; "
                              "other lengths scale its breakpoints to 50 %% / 75 %%")
@@ -48,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="initial learning rate of the folds (default: nnunet's 1e-2)")
     parser.add_argument("--fold-init", type=Path, default=None,
                         help="start every fold from this checkpoint (.model) instead of from scratch")
+    parser.add_argument("--time-budget-min", type=float, default=None,
+                        help="wall-clock minutes per fold: after 3 epochs the epoch count is fitted to it, and the "
+                             "CE-to-Dice schedule and learning rate run their full course within it (--epochs caps "
+                             "the first epochs' schedule only)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="samples per training batch instead of the plan's (a GPU runs a small plan's batch "
+                             "of 2 hardly faster than a batch of 8)")
+    parser.add_argument("--parallel-folds", action="store_true",
+                        help="train the folds at the same time, one process each (logs in WORK_DIR/parallel)")
     parser.add_argument("--measure-predict-on", type=Path, default=None,
                         help="after export, time `python -m app predict` on this CT and record it")
 
@@ -74,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
                       measure_predict_on=args.measure_predict_on,
                       warm_start_epochs=args.warm_start_epochs, warm_start_iterations=args.warm_start_iterations,
                       warm_start_init=args.warm_start_init, fold_initial_lr=args.fold_initial_lr,
-                      fold_init=args.fold_init)
+                      fold_init=args.fold_init, batch_size=args.batch_size, parallel_folds=args.parallel_folds,
+                      time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
+    if not cfg.folds and cfg.warm_start_epochs <= 0:
+        raise SystemExit("--folds is empty: give --warm-start-epochs to train the model on all cases")
     manifest = train(cfg, log=lambda m: print(f"[train] {m}", flush=True))
+    if not cfg.folds:
+        return 0
     print(json.dumps({k: manifest[k] for k in ("trainer", "epochs", "planner", "plan", "cross_validation",
                                                "training_wall_seconds")}, indent=1))
     return 0

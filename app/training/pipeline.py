@@ -54,6 +54,14 @@ class TrainConfig:
     warm_start_init: Path | None = None     # checkpoint the warm-start model itself starts from
     fold_initial_lr: float | None = None    # None: nnunet's 1e-2
     fold_init: Path | None = None           # start every fold from this checkpoint (no warm-start run)
+    # Wall-clock budget per fold: the epoch count is fitted to it after a few epochs (see trainer).
+    time_budget_s: float | None = None
+    batch_size: int | None = None           # None: the plan's
+    parallel_folds: bool = False            # one process per fold (a GPU with room for several)
+
+    @property
+    def scaled_trainer(self) -> bool:
+        return self.time_budget_s is not None or self.batch_size is not None
 
 
 def _task_name(task_dir: Path) -> str:
@@ -153,20 +161,25 @@ def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold, log, epochs:
 
     epochs = cfg.epochs if epochs is None else epochs
     iterations = cfg.iterations if iterations is None else iterations
-    cls = trainer_class_for(cfg.epochs)
+    cls = trainer_class_for(cfg.epochs, cfg.scaled_trainer)
     out_base = Path(os.environ["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / task / \
         f"{cls.__name__}__{plans_file.name[:-len('_plans_3D.pkl')]}"
     fold_dir = out_base / (f"fold_{fold}" if fold != "all" else "all")
     done = fold_dir / "model_final_checkpoint.model"
     if done.is_file() and (not validate or (fold_dir / "validation_raw" / "summary.json").is_file()):
         log(f"fold {fold}: already trained, skipping")
-        return {"fold": fold, "skipped": True, "out_base": str(out_base), "checkpoint": str(done)}
+        result = {"fold": fold, "skipped": True, "out_base": str(out_base), "checkpoint": str(done)}
+        if validate:
+            result["validation_dice"] = _validation_dice(fold_dir)
+        return result
     fp16 = torch.cuda.is_available() if cfg.fp16 is None else cfg.fp16
     trainer = cls(str(plans_file), fold, output_folder=str(out_base), dataset_directory=str(plans_file.parent),
                   batch_dice=True, stage=0, unpack_data=True, deterministic=False, fp16=fp16)
     trainer.max_num_epochs = epochs
     trainer.num_batches_per_epoch = iterations
     trainer.num_val_batches_per_epoch = cfg.val_iterations
+    trainer.time_budget_s = cfg.time_budget_s
+    trainer.batch_size_override = cfg.batch_size
     if initial_lr is not None:
         trainer.initial_lr = initial_lr
     if epochs < 50:
@@ -192,15 +205,20 @@ def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold, log, epochs:
     _name_stock_class(fold_dir)
     n_params = sum(p.numel() for p in trainer.network.parameters())
     result = {"fold": fold, "train_seconds": round(t_train, 1), "parameters": int(n_params),
-              "out_base": str(out_base), "checkpoint": str(done), "epochs": epochs, "iterations": iterations}
+              "out_base": str(out_base), "checkpoint": str(done), "epochs": int(trainer.max_num_epochs),
+              "iterations": iterations}
     if validate:
-        summary = json.loads((fold_dir / "validation_raw" / "summary.json").read_text())["results"]["mean"]
-        result["validation_dice"] = {k: round(float(v["Dice"]), 4) for k, v in summary.items()}
+        result["validation_dice"] = _validation_dice(fold_dir)
         log(f"fold {fold}: trained in {t_train:.0f} s, validated in {time.time() - t0 - t_train:.0f} s, "
             f"validation Dice {result['validation_dice']}")
     else:
         log(f"fold {fold}: trained in {t_train:.0f} s")
     return result
+
+
+def _validation_dice(fold_dir: Path) -> dict[str, float]:
+    summary = json.loads((fold_dir / "validation_raw" / "summary.json").read_text())["results"]["mean"]
+    return {k: round(float(v["Dice"]), 4) for k, v in summary.items()}
 
 
 def _name_stock_class(fold_dir: Path) -> None:
@@ -268,8 +286,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
                           iterations=cfg.warm_start_iterations or cfg.iterations, validate=False,
                           init_from=cfg.warm_start_init)
     init_from = Path(warm["checkpoint"]) if warm else cfg.fold_init
-    results = [train_fold(cfg, plans_file, task, f, log, init_from=init_from, initial_lr=cfg.fold_initial_lr)
-               for f in cfg.folds]
+    if not cfg.folds:
+        # only the model on all cases: a starting point for later fold runs (--fold-init)
+        log(f"no folds asked for; the model on all cases is {init_from}")
+        return {"warm_start": warm, "training_wall_seconds": round(time.time() - t_start, 1)}
+    if cfg.parallel_folds and len(cfg.folds) > 1:
+        from app.training.parallel import train_folds_in_parallel
+        results = train_folds_in_parallel(cfg, plans_file, init_from, log)
+    else:
+        results = [train_fold(cfg, plans_file, task, f, log, init_from=init_from, initial_lr=cfg.fold_initial_lr)
+                   for f in cfg.folds]
     out_base = Path(results[0]["out_base"])
     postprocessing = None
     if sorted(cfg.folds) == [0, 1, 2, 3, 4]:
@@ -285,14 +311,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
             postprocessing = json.loads(pp.read_text())
     wall = time.time() - t_start
     from app.training.trainer import trainer_class_for
-    cls = trainer_class_for(cfg.epochs)
+    cls = trainer_class_for(cfg.epochs, cfg.scaled_trainer)
     summary = plan_summary(plans_file)
     summary["parameters"] = next((r["parameters"] for r in results if "parameters" in r), None)
     manifest = {
         "trainer": f"{cls.__module__}.{cls.__name__}",
         "trainer_schedule": "CE only to 50 % of epochs, linear CE->Dice to 75 %, Dice only after "
                             "(nnunet's 500/750 of 1000)",
-        "epochs": cfg.epochs,
+        "epochs": _epochs_run(cfg, results),
         "iterations_per_epoch": cfg.iterations,
         "validation_iterations_per_epoch": cfg.val_iterations,
         "folds": list(cfg.folds),
@@ -300,8 +326,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "plan": summary,
         "data": {"task": task, **cfg.data_description},
         "seed": cfg.seed,
-        "cross_validation": [{k: r[k] for k in ("fold", "validation_dice", "train_seconds") if k in r}
+        "cross_validation": [{k: r[k] for k in ("fold", "validation_dice", "train_seconds", "epochs") if k in r}
                              for r in results],
+        "time_budget_per_fold_s": cfg.time_budget_s,
+        "batch_size": cfg.batch_size or summary["batch_size"],
+        "parallel_folds": cfg.parallel_folds,
         "validation_tta": cfg.validation_tta,
         "fold_init": None if cfg.fold_init is None else cfg.fold_init.name,
         "fold_initial_lr": cfg.fold_initial_lr,
@@ -328,6 +357,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 manifest["predict_cost_per_case"] = cost
                 export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
     return manifest
+
+
+def _epochs_run(cfg: TrainConfig, results: list[dict]):
+    """The epoch count; under a time budget, what the folds fitted (one number, or one per fold)."""
+    fitted = sorted({r["epochs"] for r in results if "epochs" in r})
+    if cfg.time_budget_s is None or not fitted:
+        return cfg.epochs
+    return fitted[0] if len(fitted) == 1 else [r.get("epochs") for r in results]
 
 
 def _cuda() -> bool:

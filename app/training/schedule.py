@@ -29,3 +29,12 @@ def loss_weights(epoch: int, max_epochs: int) -> tuple[float, float]:
         frac = (epoch - b1) / (b2 - b1)
         return TOTAL_WEIGHT - TOTAL_WEIGHT * frac, TOTAL_WEIGHT * frac
     return 0.0, TOTAL_WEIGHT
+
+
+def epochs_for_budget(budget_s: float, elapsed_s: float, seconds_per_epoch: float, epochs_done: int) -> int:
+    """Total epochs that fit a wall-clock budget, given the time spent so far and the measured
+    seconds per epoch (never fewer than the epochs already done)."""
+    if budget_s <= 0 or seconds_per_epoch <= 0:
+        raise ValueError(f"budget and epoch time must be positive, got {budget_s}, {seconds_per_epoch}")
+    remaining = max(0.0, budget_s - elapsed_s)
+    return epochs_done + int(remaining // seconds_per_epoch)

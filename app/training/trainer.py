@@ -1,13 +1,15 @@
 """Trainer classes (imports nnunet and torch: training only, never the inference path)."""
 from __future__ import annotations
 
+import time
+
 from nnunet.training.loss_functions.deep_supervision import MultipleOutputLoss2
 from nnunet.training.loss_functions.dice_loss import DC_and_CE_loss
 from nnunet.training.network_training.nnUNet_variants.loss_function.nnUNetTrainerV2_graduallyTransitionFromCEToDice import (  # noqa: E501
     nnUNetTrainerV2_graduallyTransitionFromCEToDice,
 )
 
-from app.training.schedule import loss_weights
+from app.training.schedule import epochs_for_budget, loss_weights
 
 STOCK_TRAINER = nnUNetTrainerV2_graduallyTransitionFromCEToDice
 STOCK_EPOCHS = 1000
@@ -20,7 +22,49 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
     nnUNetTrainerV2. The network depends only on the plans, so stock nnUNetTrainerV2 rebuilds it.
     `max_num_epochs`, `num_batches_per_epoch` and `num_val_batches_per_epoch` are set by the caller
     right after construction (before initialize()).
+
+    Two optional knobs, set the same way:
+    - `batch_size_override`: samples per batch instead of the plan's (a GPU runs a small plan's
+      batch of 2 no faster than a batch of 8);
+    - `time_budget_s`: after `CALIBRATION_EPOCHS` epochs, max_num_epochs is fitted to the wall-clock
+      budget once, so that the CE-to-Dice schedule and the poly learning rate still run their full
+      course. A run that falls far behind its estimate stops at `OVERRUN_FACTOR` x the budget.
     """
+
+    batch_size_override: int | None = None
+    time_budget_s: float | None = None
+    CALIBRATION_EPOCHS = 3
+    OVERRUN_FACTOR = 1.15
+
+    def process_plans(self, plans):
+        super().process_plans(plans)
+        if self.batch_size_override:
+            self.batch_size = int(self.batch_size_override)
+
+    def run_training(self):
+        self._budget_start = time.monotonic()
+        self._first_epoch_end = None
+        return super().run_training()
+
+    def on_epoch_end(self):
+        if self.time_budget_s is not None:
+            self._fit_epochs_to_budget()
+        return super().on_epoch_end()
+
+    def _fit_epochs_to_budget(self):
+        now = time.monotonic()
+        elapsed = now - self._budget_start
+        done = self.epoch + 1
+        if done == 1:
+            self._first_epoch_end = now   # epoch 0 pays for cudnn autotuning and worker start-up
+        elif done == self.CALIBRATION_EPOCHS:
+            per_epoch = (now - self._first_epoch_end) / (done - 1)
+            self.max_num_epochs = epochs_for_budget(self.time_budget_s, elapsed, per_epoch, done)
+            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s: {per_epoch:.2f} s per epoch, "
+                                   f"max_num_epochs set to {self.max_num_epochs}")
+        elif done > self.CALIBRATION_EPOCHS and elapsed > self.OVERRUN_FACTOR * self.time_budget_s:
+            self.print_to_log_file(f"time budget overrun ({elapsed:.0f} s): stopping after epoch {self.epoch}")
+            self.max_num_epochs = done
 
     def update_loss(self):
         epoch = min(self.epoch, self.max_num_epochs)
@@ -31,6 +75,7 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
         self.loss = MultipleOutputLoss2(loss, self.ds_loss_weights)
 
 
-def trainer_class_for(epochs: int):
-    """nnunet's own class for the stock length, the scaled subclass otherwise."""
-    return STOCK_TRAINER if epochs == STOCK_EPOCHS else ScaledCEToDiceTrainer
+def trainer_class_for(epochs: int, scaled: bool = False):
+    """nnunet's own class for the stock length, the scaled subclass otherwise (or when asked,
+    for a time budget or a batch-size override)."""
+    return STOCK_TRAINER if epochs == STOCK_EPOCHS and not scaled else ScaledCEToDiceTrainer

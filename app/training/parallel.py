@@ -1,0 +1,95 @@
+"""Train the folds side by side, one process per fold (a GPU with room for several small
+trainings, or several GPUs via CUDA_VISIBLE_DEVICES), then hand the results back to the pipeline.
+
+Each worker is `python -m app.training.parallel CONFIG.json FOLD RESULT.json`: it rebuilds the
+TrainConfig, sets nnunet's folders before importing it, and runs the same `train_fold` as the
+sequential path. Plans and preprocessed data must exist already (the parent makes them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app.training.pipeline import REPO, TrainConfig
+
+PATH_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if "Path" in str(f.type)}
+
+
+def config_to_json(cfg: TrainConfig) -> str:
+    raw = dataclasses.asdict(cfg)
+    return json.dumps({k: (str(v) if k in PATH_FIELDS and v is not None else v) for k, v in raw.items()})
+
+
+def config_from_json(text: str) -> TrainConfig:
+    raw = json.loads(text)
+    for k in PATH_FIELDS:
+        if raw.get(k) is not None:
+            raw[k] = Path(raw[k])
+    raw["folds"] = tuple(raw["folds"])
+    return TrainConfig(**raw)
+
+
+def unpack_once(plans_file: Path) -> None:
+    """nnunet unpacks .npz to .npy when a trainer initialises; done by one process first, so that
+    the fold processes do not write the same files at once."""
+    from nnunet.training.dataloading.dataset_loading import unpack_dataset
+
+    for folder in sorted(plans_file.parent.glob("*_stage*")):
+        if folder.is_dir():
+            unpack_dataset(str(folder))
+
+
+def train_folds_in_parallel(cfg: TrainConfig, plans_file: Path, init_from: Path | None, log) -> list[dict]:
+    unpack_once(plans_file)
+    work = cfg.work_dir.resolve() / "parallel"
+    work.mkdir(parents=True, exist_ok=True)
+    config_file = work / "config.json"
+    config_file.write_text(config_to_json(dataclasses.replace(cfg, fold_init=init_from, parallel_folds=False)))
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    running = []
+    for fold in cfg.folds:
+        result, fold_log = work / f"fold_{fold}.json", work / f"fold_{fold}.log"
+        result.unlink(missing_ok=True)
+        with open(fold_log, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "app.training.parallel", str(config_file), str(fold),
+                                     str(result)], cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
+        running.append((fold, proc, result, fold_log))
+    log(f"training folds {list(cfg.folds)} in parallel; logs in {work}")
+    results, failed = [], []
+    for fold, proc, result, fold_log in running:
+        if proc.wait() != 0 or not result.is_file():
+            failed.append(f"fold {fold} (exit {proc.returncode}, see {fold_log})")
+            continue
+        results.append(json.loads(result.read_text()))
+        log(f"fold {fold}: done, validation Dice {results[-1].get('validation_dice')}")
+    if failed:
+        raise RuntimeError("parallel training failed: " + "; ".join(failed))
+    return results
+
+
+def _worker(config_file: Path, fold: int, result_file: Path) -> int:
+    from app.training.pipeline import _link_task, _setup_env, plan_and_preprocess, train_fold
+
+    cfg = config_from_json(config_file.read_text())
+    paths = _setup_env(cfg)
+    task = _link_task(cfg, paths)
+    import numpy as np
+    import torch
+    if cfg.seed is not None:
+        np.random.seed(cfg.seed + fold)
+        torch.manual_seed(cfg.seed + fold)
+    # several trainings share the CPU cores with their augmentation workers
+    torch.set_num_threads(cfg.torch_threads or 2)
+    plans_file = plan_and_preprocess(cfg, paths, task, lambda m: print(f"[fold {fold}] {m}", flush=True))
+    result = train_fold(cfg, plans_file, task, fold, lambda m: print(f"[fold {fold}] {m}", flush=True),
+                        init_from=cfg.fold_init, initial_lr=cfg.fold_initial_lr)
+    result_file.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])))

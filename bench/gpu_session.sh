@@ -1,0 +1,43 @@
+#!/bin/sh
+# One call of at most 10 minutes on a lent GPU machine (see BENCHMARKS.md, docs/training.md):
+#  1. install the wheels carried in .whl/ (packages that machine lacks);
+#  2. continue the demo model on all 40 phantoms on the GPU for a fixed wall-clock budget
+#     (preprocessed phantoms and the starting checkpoint carried in .devcarry/train_data.tar.xz,
+#     see docs/training.md); the folds are fine-tuned from it afterwards on a CPU;
+#  3. the GPU benchmark (bench/gpu.sh) in the time left, stock nnU-Net last and capped.
+# Everything worth keeping lands in $OUT (at most 8 files).
+set -u
+T0=$(date +%s)
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out/gpu_session}
+BUDGET=${BUDGET:-560}          # seconds for the whole script
+TRAIN_MIN=${TRAIN_MIN:-3.5}    # training wall-clock budget, minutes
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+PYTHONPATH=/tmp/site:$PWD
+export PYTHONPATH PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt" 2>&1
+nproc >> "$OUT/nvidia-smi.txt"
+
+D=/tmp/demo
+mkdir -p $D/Task501_Phantoms/imagesTr $D/Task501_Phantoms/labelsTr
+tar -C $D -xJf .devcarry/train_data.tar.xz || exit 1
+WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
+timeout $(( 60 * ${TRAIN_MIN%.*} + 90 )) python3 -m app train --task-dir $D/Task501_Phantoms --work-dir $D/work \
+    --planner small --folds --warm-start-epochs 1000 --warm-start-init $D/stage2_all.model \
+    --iterations "${ITERATIONS:-150}" --val-iterations 4 --time-budget-min "$TRAIN_MIN" --batch-size 8 \
+    --da-workers "$WORKERS" --processes 8 --seed 11 > "$OUT/train.log" 2>&1
+echo "train exit $? after $(( $(date +%s) - T0 )) s"
+M=$D/work/nnUNet_results/nnUNet/3d_fullres/Task501_Phantoms/ScaledCEToDiceTrainer__nnUNetPlans_small/all
+(cd $M && tar -czf "$OUT/all_model.tar.gz" model_final_checkpoint.model model_final_checkpoint.model.pkl \
+    progress.png training_log_*.txt) || echo "no trained model"
+grep -E "time budget|Average global|This epoch took" "$OUT/train.log" | tail -4
+
+LEFT=$(( BUDGET - ($(date +%s) - T0) ))
+echo "bench with $LEFT s left"
+# shellcheck disable=SC2086  # BENCH_ARGS: extra words (--tiny for a CPU check of this script)
+timeout $LEFT sh bench/gpu.sh --out "$OUT" --stock-timeout $(( LEFT - 170 )) ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
+echo "bench exit $? after $(( $(date +%s) - T0 )) s"
+tar -czf "$OUT/bench_logs.tar.gz" bench/out/*.log 2>/dev/null
+tail -c 2500 "$OUT/bench.log"
