@@ -33,7 +33,7 @@ class PredictConfig:
     tta: bool | None = None                # None: the mode decides
     step_size: float | None = None         # None: the mode decides
     device: str = "auto"                   # auto | cuda | cpu
-    tile_batch: int = 0                    # tiles per network call; 0 picks by device
+    network_batch: int = 0                 # samples (tiles x flips) per network call; 0 picks by device
     fp16: bool = True                      # fp16 autocast on CUDA, as stock v1's mixed precision
     overwrite: bool = False                # an existing mask is kept: restarted runs resume
     progress: bool = True

@@ -140,13 +140,13 @@ def test_gpu_out_of_memory_once_is_retried_and_the_run_completes(tiny_weights, t
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     cases = {"a": write_case(inputs, "a_0000.nii.gz"), "b": write_case(inputs, "b_0000.nii.gz", seed=1)}
     calls = inject_oom(monkeypatch, fail_calls=1)
-    result = predict(inputs, outputs, tiny_weights, tile_batch=2)
+    result = predict(inputs, outputs, tiny_weights, network_batch=2)
     assert len(calls) >= 2, "the injected OOM was never hit: has the network call moved?"
     assert result.code == 0, result.text
     assert not result.errors, result.err
     for name, path in cases.items():
         assert_mask(outputs, name, path)
-    reference = predict(inputs, tmp_path / "ref", tiny_weights, tile_batch=2)
+    reference = predict(inputs, tmp_path / "ref", tiny_weights, network_batch=2)
     assert reference.code == 0
     for name in cases:
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(outputs / f"{name}.nii.gz")))

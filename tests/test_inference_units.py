@@ -75,3 +75,41 @@ def test_largest_component_matches_v1():
     ours = keep_largest_components(mask.copy(), [1, 2, 4])
     np.testing.assert_array_equal(ours, expected)
     assert (ours == 3).sum() == (mask == 3).sum()  # a label not listed is untouched
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 8, 64])
+def test_predict_tiles_equals_one_flip_at_a_time(max_batch):
+    """However the flipped samples are split into network calls, the result is v1's loop: each
+    tile, each flip, each fold run alone, the flip undone, folds summed, flips averaged."""
+    from app.inference.network import predict_tiles
+
+    torch.manual_seed(0)
+    networks = [torch.nn.Sequential(torch.nn.Conv3d(1, 3, 3, padding=1), torch.nn.Conv3d(3, 3, 1)).eval()
+                for _ in range(2)]
+    tiles = torch.randn(2, 1, 6, 8, 10)
+    flips = flip_sets((0, 1, 2), True)
+    got = predict_tiles(networks, tiles, flips, None, max_batch)
+    expected = torch.zeros(2, 3, 6, 8, 10)
+    with torch.no_grad():
+        for t in range(2):
+            for f in flips:
+                x = torch.flip(tiles[t:t + 1], [a + 2 for a in f]) if f else tiles[t:t + 1]
+                for net in networks:
+                    p = torch.softmax(net(x), 1)
+                    expected[t] += (torch.flip(p, [a + 2 for a in f]) if f else p)[0]
+    torch.testing.assert_close(got, expected / len(flips), rtol=1e-5, atol=1e-6)
+
+
+def test_memory_format_by_device():
+    from app.inference.network import memory_format
+
+    assert memory_format(torch.device("cpu")) == torch.channels_last_3d
+    assert memory_format(torch.device("cuda")) == torch.contiguous_format
+
+
+def test_default_network_batch():
+    from app.inference.predictor import default_network_batch
+
+    assert default_network_batch(torch.device("cuda"), True) == 2
+    assert default_network_batch(torch.device("cpu"), True) == 8
+    assert default_network_batch(torch.device("cpu"), False) == 1

@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
     parser.add_argument("--step-size", type=float, help="sliding-window step as a fraction of the patch")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    parser.add_argument("--tile-batch", type=int, default=0, help="tiles per network call (0: by device)")
+    parser.add_argument("--network-batch", type=int, default=0,
+                        help="samples (tiles x flips) per network call; GPU memory grows with it "
+                             "(0: 2 on CUDA, one tile's flips on the CPU)")
     parser.add_argument("--no-fp16", action="store_true", help="full precision on CUDA")
     parser.add_argument("--overwrite", action="store_true", help="redo cases whose mask already exists")
     parser.add_argument("--shard", type=_shard, help="I/N: only cases I, I+N, I+2N, ... of the sorted list")
@@ -40,7 +42,7 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         weights_dir=args.weights, mode=args.mode,
         folds=tuple(args.folds) if args.folds else None,
         tta=False if args.no_tta else None, step_size=args.step_size,
-        device=args.device, tile_batch=args.tile_batch, fp16=not args.no_fp16,
+        device=args.device, network_batch=args.network_batch, fp16=not args.no_fp16,
         overwrite=args.overwrite, progress=not args.quiet,
         preview_dir=args.preview, shard=args.shard,
     )

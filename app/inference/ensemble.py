@@ -31,7 +31,7 @@ class SlidingWindow:
         return self._gaussian_on[device]
 
     def probabilities(self, data: np.ndarray, networks: Sequence[nn.Module], n_classes: int, *,
-                      tta: bool, step_size: float, tile_batch: int, accumulate_on: torch.device,
+                      tta: bool, step_size: float, network_batch: int, accumulate_on: torch.device,
                       autocast: torch.dtype | None, progress: bool = False) -> torch.Tensor:
         """Fold-averaged, flip-averaged, Gaussian-weighted softmax (C, *data.shape).
 
@@ -46,10 +46,11 @@ class SlidingWindow:
         summed = torch.zeros((n_classes, *image.shape), dtype=torch.float32, device=accumulate_on)
         weight = torch.zeros(image.shape, dtype=torch.float32, device=accumulate_on)
         bar = _progress(len(windows), progress)
-        for first in range(0, len(windows), tile_batch):
-            group = windows[first:first + tile_batch]
+        tiles_per_group = max(1, network_batch // len(flips))
+        for first in range(0, len(windows), tiles_per_group):
+            group = windows[first:first + tiles_per_group]
             batch = torch.stack([image[w] for w in group])[:, None]
-            probs = predict_tiles(networks, batch, flips, autocast).to(accumulate_on)
+            probs = predict_tiles(networks, batch, flips, autocast, network_batch).to(accumulate_on)
             for w, p in zip(group, probs):
                 summed[(slice(None), *w)] += p * gaussian
                 weight[w] += gaussian

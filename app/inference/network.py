@@ -62,28 +62,40 @@ def load_network(spec: NetworkSpec, state: dict, device: torch.device) -> nn.Mod
         {k: v.float() for k, v in state.items()}, strict=False)
     if missing or unexpected:
         raise ValueError(f"weights do not fit the plan's network: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    # channels-last is about twice as fast for 3D convolutions on the CPU (see bench/network_cpu.py)
-    return network.to(device, memory_format=torch.channels_last_3d).eval()
+    return network.to(device, memory_format=memory_format(device)).eval()
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last runs 3D convolutions about 2.8x faster on the CPU (bench/network_cpu.py) but
+    1.6-1.9x slower through cuDNN on an H200 (bench/gpu_network.py, BENCHMARKS.md)."""
+    return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
 
 
 @torch.inference_mode()
 def predict_tiles(networks: Sequence[nn.Module], tiles: torch.Tensor, flips: Sequence[tuple[int, ...]],
-                  autocast: torch.dtype | None) -> torch.Tensor:
+                  autocast: torch.dtype | None, max_batch: int) -> torch.Tensor:
     """Softmax summed over folds and averaged over flips, for a batch of tiles (B, C, *patch).
     `autocast` is the reduced precision to compute in, or None for float32.
 
-    All flips of all tiles go through each network in one call; every flip is undone before
-    averaging, so this equals v1's one-tile-one-flip-at-a-time loop."""
-    batch = tiles.shape[0]
-    stacked = torch.cat([torch.flip(tiles, [a + 2 for a in f]) if f else tiles for f in flips])
-    stacked = stacked.contiguous(memory_format=torch.channels_last_3d)
+    The flipped copies of all tiles go through each network in calls of at most `max_batch`
+    samples (activation memory grows with it); every flip is undone before averaging, so this
+    equals v1's one-tile-one-flip-at-a-time loop."""
+    samples = [(f, t) for f in flips for t in range(tiles.shape[0])]
+    fmt, step = memory_format(tiles.device), max(1, max_batch)
     total = None
-    for network in networks:
-        with torch.autocast(stacked.device.type, dtype=autocast, enabled=autocast is not None):
-            logits = network(stacked)
-        probs = torch.softmax(logits.float(), dim=1)
-        for i, f in enumerate(flips):
-            part = probs[i * batch:(i + 1) * batch]
-            part = torch.flip(part, [a + 2 for a in f]) if f else part
-            total = part.clone() if total is None else total.add_(part)
+    for first in range(0, len(samples), step):
+        chunk = samples[first:first + step]
+        batch = torch.stack([_flip(tiles[t], f) for f, t in chunk]).contiguous(memory_format=fmt)
+        for network in networks:
+            with torch.autocast(batch.device.type, dtype=autocast, enabled=autocast is not None):
+                probs = torch.softmax(network(batch).float(), dim=1)
+            if total is None:
+                total = probs.new_zeros((tiles.shape[0], *probs.shape[1:]))
+            for (f, t), p in zip(chunk, probs):
+                total[t] += _flip(p, f)
     return total / len(flips)
+
+
+def _flip(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """Flip a (C, *spatial) tensor along spatial axes (0-based)."""
+    return torch.flip(x, [a + 1 for a in axes]) if axes else x

@@ -26,6 +26,15 @@ from app.inference.preprocess import preprocess
 from app.inference.weights import load_weights
 
 
+def default_network_batch(device: torch.device, tta: bool) -> int:
+    """Samples per network call. On CUDA 2: on an H200 the FLARE plan ran 70 passes/s with 2.4 GB
+    of activations, 82 with 4.8 GB at 4 and 88 with 9.4 GB at 8 (bench/gpu_network.py), and FLARE
+    scores GPU memory as well as time. On the CPU one tile with all its flips, as measured there."""
+    if device.type == "cuda":
+        return 2
+    return 8 if tta else 1
+
+
 def choose_device(requested: str) -> torch.device:
     if requested == "auto":
         if torch.cuda.is_available():
@@ -62,7 +71,7 @@ class Predictor:
         self.plan = self.weights.plan
         self.networks = [load_network(self.plan.network, state, self.device) for state in self.weights.fold_states]
         self.window = SlidingWindow(self.plan.patch_size, self.plan.mirror_axes)
-        self.tile_batch = config.tile_batch or (4 if self.device.type == "cuda" else 1)
+        self.network_batch = config.network_batch or default_network_batch(self.device, self.mode.tta)
 
     @classmethod
     def from_weights(cls, weights_dir: str | Path, device: str = "auto", mode: str = "accurate", **options) -> "Predictor":
@@ -98,10 +107,10 @@ class Predictor:
             mask = mask_to_input_grid(mask, oriented, image)
         return mask
 
-    def _probabilities(self, data: np.ndarray, networks, tile_batch: int, accumulate_on: torch.device):
+    def _probabilities(self, data: np.ndarray, networks, network_batch: int, accumulate_on: torch.device):
         return self.window.probabilities(
             data, networks, self.plan.network.num_classes, tta=self.mode.tta, step_size=self.mode.step_size,
-            tile_batch=tile_batch, accumulate_on=accumulate_on,
+            network_batch=network_batch, accumulate_on=accumulate_on,
             autocast=self._autocast_dtype(networks), progress=self.config.progress)
 
     def _autocast_dtype(self, networks) -> torch.dtype | None:
@@ -111,13 +120,13 @@ class Predictor:
         return torch.bfloat16 if self.mode.cpu_bf16 else None
 
     def _probabilities_with_fallback(self, data: np.ndarray) -> torch.Tensor:
-        """Out of GPU memory, a case is retried with one tile at a time and the probabilities
+        """Out of GPU memory, a case is retried with one sample per network call and the probabilities
         kept in CPU memory, then entirely on the CPU. The run never dies from it."""
         try:
-            return self._probabilities(data, self.networks, self.tile_batch, self.device)
+            return self._probabilities(data, self.networks, self.network_batch, self.device)
         except torch.OutOfMemoryError:
             _release_gpu_memory()
-            print("warning: out of GPU memory; retrying with one tile at a time, probabilities on the CPU",
+            print("warning: out of GPU memory; retrying one sample per network call, probabilities on the CPU",
                   file=sys.stderr)
         cpu = torch.device("cpu")
         try:
