@@ -88,7 +88,17 @@ class Anatomy:
         return Ellipsoid(c.astype(np.float32), r.astype(np.float32), R, wave)
 
     def _build(self, rng):
-        s, a, b, yv = self.s, self.a, self.b, self.yv
+        """Draw every structure; the order of the random draws defines the data set."""
+        self._build_solid_organs(rng)
+        self._build_kidneys(rng)
+        ctrl = self._build_pancreas_and_duodenum(rng)
+        self._build_vessels(ctrl)
+        self._build_gut(rng)
+        self._build_chest_wall(rng)
+
+    def _build_solid_organs(self, rng):
+        """Liver (two lobes, sometimes a Riedel lobe), gallbladder and spleen under the domes."""
+        s, a, b = self.s, self.a, self.b
         u = rng.uniform
         # --- liver: right lobe under the right dome, left lobe across the midline anteriorly
         ztop = self.zdR + 8
@@ -109,7 +119,11 @@ class Anatomy:
         zsp = self.zdL - u(45, 65) * s
         self.spleen = [self._ell(rng, (0.62 * a, 0.40 * b, zsp), np.array([22, 55, 46]) * s * u(0.85, 1.15),
                                  rot=(0.25, 0, -0.55), wave_amp=0.1)]
-        # --- kidneys beside the spine (right lower), upper poles medial and posterior
+
+    def _build_kidneys(self, rng):
+        """Kidneys beside the spine (right lower), upper poles medial and posterior; medulla, sinus fat."""
+        s, yv = self.s, self.yv
+        u = rng.uniform
         self.kidneys, self.medulla, self.sinus = [], [], []
         for sgn, zk in ((-1, self.zk[0]), (1, self.zk[1])):
             c = (sgn * (55 + 12 * s) * s, yv + 4, zk)
@@ -124,6 +138,14 @@ class Anatomy:
             sc = k.c + (med * k.r[0] * 0.85).astype(np.float32)
             self.sinus.append(Ellipsoid(sc.astype(np.float32), (k.r * np.array([0.45, 0.4, 0.38])).astype(np.float32),
                                         k.R, None))
+
+    def _build_pancreas_and_duodenum(self, rng):
+        """Pancreas from the duodenal C-loop to the splenic hilum, and the C-loop itself.
+
+        Returns the pancreas control points (head to tail), which place the portal and splenic veins.
+        """
+        s, a, yv = self.s, self.a, self.yv
+        u = rng.uniform
         # --- pancreas: head in the duodenal C-loop, body anterior to aorta, tail at splenic hilum
         zp = max(self.zk) + u(5, 35) * s
         ctrl = np.array([
@@ -143,7 +165,12 @@ class Anatomy:
                           [head[0] + 45, head[1] - 10, head[2] - 42]])
         dp, dr = smooth_curve(dctrl, np.full(5, 11.0 * s), 10)
         self.duodenum = Tube(dp.astype(np.float32), dr.astype(np.float32), None)
-        # --- vessels
+        return ctrl
+
+    def _build_vessels(self, ctrl):
+        """Aorta, IVC, portal vein (from the SMV behind the pancreas neck) and splenic vein; no random draws."""
+        s, a, yv = self.s, self.a, self.yv
+        lc = self.liver[0].c
         self.aorta = Tube(np.array([[0.08 * a, yv - 30 * s, self.z_lo - 20], [0.07 * a, yv - 32 * s, self.z_hi + 20]],
                                    np.float32), np.array([11, 11.5], np.float32) * s)
         self.ivc = Tube(np.array([[-0.13 * a, yv - 28 * s, self.z_lo - 20], [-0.16 * a, yv - 40 * s, self.zdR - 20]],
@@ -155,6 +182,11 @@ class Anatomy:
         spl_c = self.spleen[0].c
         self.splenic_v = Tube(np.stack([smv_top, ctrl[3] + np.array([0, 12, 0]), spl_c - np.array([15, 0, 5])]).astype(np.float32),
                               np.array([5, 4.5, 4.5], np.float32) * s)
+
+    def _build_gut(self, rng):
+        """Stomach (content, optional gas) and bowel loops with their contents."""
+        s, a, b = self.s, self.a, self.b
+        u = rng.uniform
         # --- stomach: left upper quadrant, anterior to the pancreas tail
         self.stomach = self._ell(rng, (0.3 * a, -0.3 * b, self.zdL - 70 * s), np.array([45, 34, 58]) * s,
                                  rot=(0.4, 0.2, 0.5), wave_amp=0.1)
@@ -168,6 +200,11 @@ class Anatomy:
             self.bowel.append((self._ell(rng, c, (rr, rr * u(0.6, 1.0), rr * u(1, 2.5)), jitter_c=0,
                                          rot=(u(0, 3), u(0, 3), u(0, 3)), wave_amp=0.1, wave_len=(30, 60)),
                                rng.choice([BOWEL, GAS, ORAL, FLUID], p=[0.55, 0.2, 0.1, 0.15])))
+
+    def _build_chest_wall(self, rng):
+        """Lower ribs, the heart above the domes and the gap to the scanner table."""
+        s, a, b = self.s, self.a, self.b
+        u = rng.uniform
         # --- ribs
         self.rib_z0 = self.zdR - u(130, 170) * s
         self.n_ribs = 7
@@ -185,9 +222,26 @@ class Anatomy:
     def paint(self, x, y, z):
         """Tissue ids at patient points (arrays of one shape). Returns uint8 array."""
         d = self.deform(x, y, z)
-        x, y, z = x + d[0], y + d[1], z + d[2]
-        a, b, yv, s = self.a, self.b, self.yv, self.s
-        T = np.zeros(x.shape, np.uint8)
+        cv = _Canvas(x + d[0], y + d[1], z + d[2])
+        # later writes overwrite earlier ones: keep this order
+        rho, mean_r, inner, cavity = self._paint_body(cv)
+        self._paint_back_muscles(cv, inner, cavity)
+        self._paint_hollow_organs(cv, cavity)
+        self._paint_vessels_and_pancreas(cv, cavity)
+        self._paint_solid_organs(cv, cavity)
+        rv = self._paint_spine(cv)
+        ring = self._paint_ribs(cv, rho, mean_r)
+        self._paint_chest(cv, rho, ring, mean_r, rv)
+        return cv.T
+
+    def _paint_body(self, cv):
+        """Body outline (subcutaneous fat, muscle wall, visceral-fat cavity) and the table under it.
+
+        Returns (rho, mean_r, inner, cavity): normalised body radius, mean body radius in mm, and the
+        masks inside the subcutaneous fat and inside the muscle wall.
+        """
+        x, y, z, T = cv.x, cv.y, cv.z, cv.T
+        a, b = self.a, self.b
         # body ellipse, flatter at the back
         bb = np.where(y > 0, b * 0.92, b)
         rho = np.sqrt((x / a) ** 2 + (y / bb) ** 2) + self.body_wave(x, y, z)
@@ -201,40 +255,21 @@ class Anatomy:
         # table under the patient
         ty = b + self.tbl_gap
         T[(y > ty) & (y < ty + 12) & (np.abs(x) < 230)] = TABLE
-        # paraspinal muscles (behind the spine) and psoas (beside it, growing downwards)
+        return rho, mean_r, inner, cavity
+
+    def _paint_back_muscles(self, cv, inner, cavity):
+        """Paraspinal muscles (behind the spine) and psoas (beside it, growing downwards)."""
+        x, y, z, T = cv.x, cv.y, cv.z, cv.T
+        yv, s = self.yv, self.s
         para = ((np.abs(x) - 38 * s) / (32 * s)) ** 2 + ((y - (yv + 45 * s)) / (28 * s)) ** 2 < 1
         T[para & inner] = MUSCLE
         pr = np.clip(6 + 0.18 * (max(self.zk) + 40 - z), 0, 28) * s
         psoas = ((np.abs(x) - (32 * s + 0.6 * pr)) ** 2 + (y - yv) ** 2) < pr ** 2
         T[psoas & cavity] = MUSCLE
 
-        xs, ys, zs = x[:, ::4, ::4], y[:, ::4, ::4], z[:, ::4, ::4]
-        nzc, nyc, nxc = x.shape
-
-        def box(struct):
-            """Index sub-box of this chunk that can hold the structure (None: nowhere)."""
-            lo, hi = struct.bbox(margin=8.0)
-            m = (xs > lo[0]) & (xs < hi[0]) & (ys > lo[1]) & (ys < hi[1]) & (zs > lo[2]) & (zs < hi[2])
-            if not m.any():
-                return None
-            kz = np.flatnonzero(m.any((1, 2)))
-            jy = np.flatnonzero(m.any((0, 2)))
-            ix = np.flatnonzero(m.any((0, 1)))
-            return (slice(kz[0], kz[-1] + 1), slice(max(0, 4 * jy[0] - 4), min(nyc, 4 * jy[-1] + 5)),
-                    slice(max(0, 4 * ix[0] - 4), min(nxc, 4 * ix[-1] + 5)))
-
-        def val(struct):
-            sl = box(struct)
-            if sl is None:
-                return None, None
-            return sl, struct.value(x[sl], y[sl], z[sl])
-
-        def put(sl, mask, tissue, where=None):
-            if sl is None:
-                return
-            m = mask if where is None else (mask & where[sl])
-            T[sl][m] = tissue
-
+    def _paint_hollow_organs(self, cv, cavity):
+        """Bowel loops, duodenum and stomach with their contents (and stomach gas anteriorly)."""
+        val, put = cv.val, cv.put
         for ell, content in self.bowel:
             sl, v = val(ell)
             if sl is not None:
@@ -250,13 +285,20 @@ class Anatomy:
             put(sl, v < 0, STOMACH_WALL, cavity)
             put(sl, v < -0.12, self.stomach_content, cavity)
             if self.stomach_gas:
-                put(sl, (v < -0.12) & (y[sl] < self.stomach.c[1] - 0.35 * self.stomach.r[1]), GAS, cavity)
+                put(sl, (v < -0.12) & (cv.y[sl] < self.stomach.c[1] - 0.35 * self.stomach.r[1]), GAS, cavity)
+
+    def _paint_vessels_and_pancreas(self, cv, cavity):
+        """Aorta and IVC (also outside the cavity), pancreas, portal and splenic veins."""
         for struct, tissue, where in ((self.aorta, ARTERY, None), (self.ivc, VEIN, None),
                                       (self.pancreas, PANCREAS, cavity), (self.portal, VEIN, cavity),
                                       (self.splenic_v, VEIN, cavity)):
-            sl, v = val(struct)
+            sl, v = cv.val(struct)
             if sl is not None:
-                put(sl, v < 0, tissue, where)
+                cv.put(sl, v < 0, tissue, where)
+
+    def _paint_solid_organs(self, cv, cavity):
+        """Kidneys (cortex, medulla, sinus fat), spleen, liver and gallbladder."""
+        val, put = cv.val, cv.put
         for k, m, sn in zip(self.kidneys, self.medulla, self.sinus):
             for struct, tissue in ((k, KCORTEX), (m, KMEDULLA), (sn, VFAT)):
                 sl, v = val(struct)
@@ -274,12 +316,11 @@ class Anatomy:
             sl, v = val(self.gall)
             if sl is not None:
                 put(sl, v < 0, GALL, cavity)
-        full = (slice(None),) * 3
 
-        def putf(mask, tissue, where=None):
-            put(full, mask, tissue, where)
-
-        # spine: vertebral bodies with discs, canal, posterior elements
+    def _paint_spine(self, cv):
+        """Vertebral bodies with discs, canal, posterior elements. Returns the vertebral-body radius rv."""
+        x, y, z, putf = cv.x, cv.y, cv.z, cv.putf
+        yv, s = self.yv, self.s
         vx, vy = self.vr
         rv = np.sqrt((x / vx) ** 2 + ((y - yv) / vy) ** 2)
         level = np.mod(z, 34 * s)
@@ -291,22 +332,74 @@ class Anatomy:
         putf((rc < 16 * s) & (rc > 9 * s) & (level > 9 * s), CORTEX)
         putf((np.abs(x) < 4 * s) & (y > cy) & (y < cy + 40 * s) & (level > 12 * s), CORTEX)
         putf(rc < 9 * s, CSF)
-        # ribs: bands just inside the muscle wall, descending anteriorly
+        return rv
+
+    def _paint_ribs(self, cv, rho, mean_r):
+        """Ribs: bands just inside the muscle wall, descending anteriorly. Returns the rib ring radius."""
+        x, y, z, s = cv.x, cv.y, cv.z, self.s
         ring = 1.0 - (self.fat + self.wall * 0.5) / mean_r
         phi_back = np.abs(np.arctan2(x, y))         # 0 at the back, pi at the front
         zr = z - self.rib_z0 + self.rib_slope * phi_back / np.pi
         kk = np.round(zr / self.rib_pitch)
         near = (np.abs(zr - kk * self.rib_pitch) < 5.5 * s) & (kk >= 0) & (kk < self.n_ribs)
         near &= (np.abs(rho - ring) * mean_r < 5.5 * s) & (phi_back > 0.25) & (phi_back < 2.3 - 0.08 * kk)
-        putf(near, CORTEX)
-        # lungs above the domes (inside the rib cage, outside the mediastinum), heart
+        cv.putf(near, CORTEX)
+        return ring
+
+    def _paint_chest(self, cv, rho, ring, mean_r, rv):
+        """Lungs above the domes (inside the rib cage, outside the mediastinum), heart."""
+        x, y, z, s = cv.x, cv.y, cv.z, self.s
         chest = rho < ring - 4 / mean_r
         lungR = chest & (z > self.dome(x, y, False)) & (x < -22 * s)
         lungL = chest & (z > self.dome(x, y, True)) & (x > 22 * s)
-        media = (np.abs(x) < 45 * s) & (y > yv - 5)
-        putf((lungR | lungL) & ~media & (rv > 1.05), LUNG)
-        putf((self.heart.value(x, y, z) < 0) & (z > self.dome(x, y, True) + 5), HEART, chest)
-        return T
+        media = (np.abs(x) < 45 * s) & (y > self.yv - 5)
+        cv.putf((lungR | lungL) & ~media & (rv > 1.05), LUNG)
+        cv.putf((self.heart.value(x, y, z) < 0) & (z > self.dome(x, y, True) + 5), HEART, chest)
+
+
+# ----------------------------------------------------------------------------- painting canvas
+_FULL = (slice(None),) * 3
+
+
+class _Canvas:
+    """Tissue ids being painted at one chunk of (deformed) patient points."""
+
+    def __init__(self, x, y, z):
+        self.x, self.y, self.z = x, y, z
+        self.T = np.zeros(x.shape, np.uint8)
+        self.xs, self.ys, self.zs = x[:, ::4, ::4], y[:, ::4, ::4], z[:, ::4, ::4]
+
+    def box(self, struct):
+        """Index sub-box of this chunk that can hold the structure (None: nowhere)."""
+        xs, ys, zs = self.xs, self.ys, self.zs
+        nzc, nyc, nxc = self.x.shape
+        lo, hi = struct.bbox(margin=8.0)
+        m = (xs > lo[0]) & (xs < hi[0]) & (ys > lo[1]) & (ys < hi[1]) & (zs > lo[2]) & (zs < hi[2])
+        if not m.any():
+            return None
+        kz = np.flatnonzero(m.any((1, 2)))
+        jy = np.flatnonzero(m.any((0, 2)))
+        ix = np.flatnonzero(m.any((0, 1)))
+        return (slice(kz[0], kz[-1] + 1), slice(max(0, 4 * jy[0] - 4), min(nyc, 4 * jy[-1] + 5)),
+                slice(max(0, 4 * ix[0] - 4), min(nxc, 4 * ix[-1] + 5)))
+
+    def val(self, struct):
+        """(sub-box, structure's implicit value there), or (None, None) if it misses this chunk."""
+        sl = self.box(struct)
+        if sl is None:
+            return None, None
+        return sl, struct.value(self.x[sl], self.y[sl], self.z[sl])
+
+    def put(self, sl, mask, tissue, where=None):
+        """Write tissue where mask (given on sub-box sl) holds, optionally only inside where."""
+        if sl is None:
+            return
+        m = mask if where is None else (mask & where[sl])
+        self.T[sl][m] = tissue
+
+    def putf(self, mask, tissue, where=None):
+        """put() on the whole chunk."""
+        self.put(_FULL, mask, tissue, where)
 
 
 def make_case(seed: int, index: int, size: str = "full"):
