@@ -1,6 +1,6 @@
 #!/bin/sh
-# The GPU benchmark, in one call of at most 10 minutes (see bench/gpu.py and BENCHMARKS.md).
-# Python packages missing on the GPU machine travel as wheels in .whl/ (see docs in BENCHMARKS.md).
+# The GPU benchmark, in one run of at most 10 minutes (see bench/gpu.py and BENCHMARKS.md).
+# Python packages missing on the GPU machine come as wheels in .whl/ (see BENCHMARKS.md).
 set -eu
 cd "$(dirname "$0")/.."
 if [ -d .whl ] && [ ! -d /tmp/site/nnunet ]; then

@@ -1,11 +1,12 @@
 #!/bin/sh
-# One call of at most 10 minutes on a lent GPU machine (see BENCHMARKS.md, docs/training.md):
+# One run of at most 10 minutes on a GPU machine without network access (see BENCHMARKS.md,
+# docs/training.md):
 #  1. install the wheels carried in .whl/ (packages that machine lacks);
 #  2. continue the demo model on all 40 phantoms on the GPU for a fixed wall-clock budget
 #     (preprocessed phantoms and the starting checkpoint carried in .devcarry/train_data.tar.xz,
 #     see docs/training.md); the folds are fine-tuned from it afterwards on a CPU;
 #  3. the GPU benchmark (bench/gpu.sh) in the time left, stock nnU-Net last and capped.
-# Everything worth keeping lands in $OUT (at most 8 files).
+# What is worth keeping lands in $OUT (default bench/out/gpu_session), in a few files.
 set -u
 T0=$(date +%s)
 cd "$(dirname "$0")/.."
