@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batches per epoch of that model (0: as --iterations)")
     parser.add_argument("--warm-start-init", type=Path, default=None,
                         help="checkpoint (.model) the warm-start model starts from (continuing an earlier one)")
+    parser.add_argument("--warm-start-lr", type=float, default=None,
+                        help="initial learning rate of the model on all cases (default: nnunet's 1e-2); when it "
+                             "continues a trained model with a smaller batch, scale it down with the batch")
     parser.add_argument("--fold-initial-lr", type=float, default=None,
                         help="initial learning rate of the folds (default: nnunet's 1e-2)")
     parser.add_argument("--fold-init", type=Path, default=None,
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                       export_dtype=args.dtype, seed=args.seed, data_description=desc,
                       measure_predict_on=args.measure_predict_on,
                       warm_start_epochs=args.warm_start_epochs, warm_start_iterations=args.warm_start_iterations,
-                      warm_start_init=args.warm_start_init, fold_initial_lr=args.fold_initial_lr,
+                      warm_start_init=args.warm_start_init, warm_start_lr=args.warm_start_lr,
+                      fold_initial_lr=args.fold_initial_lr,
                       fold_init=args.fold_init, batch_size=args.batch_size, parallel_folds=args.parallel_folds,
                       time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
     if not cfg.folds and cfg.warm_start_epochs <= 0:

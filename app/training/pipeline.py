@@ -52,6 +52,7 @@ class TrainConfig:
     warm_start_epochs: int = 0
     warm_start_iterations: int = 0
     warm_start_init: Path | None = None     # checkpoint the warm-start model itself starts from
+    warm_start_lr: float | None = None      # None: nnunet's 1e-2
     fold_initial_lr: float | None = None    # None: nnunet's 1e-2
     fold_init: Path | None = None           # start every fold from this checkpoint (no warm-start run)
     # Wall-clock budget per fold: the epoch count is fitted to it after a few epochs (see trainer).
@@ -284,7 +285,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if cfg.warm_start_epochs > 0:
         warm = train_fold(cfg, plans_file, task, "all", log, epochs=cfg.warm_start_epochs,
                           iterations=cfg.warm_start_iterations or cfg.iterations, validate=False,
-                          init_from=cfg.warm_start_init)
+                          init_from=cfg.warm_start_init, initial_lr=cfg.warm_start_lr)
     init_from = Path(warm["checkpoint"]) if warm else cfg.fold_init
     if not cfg.folds:
         # only the model on all cases: a starting point for later fold runs (--fold-init)
@@ -341,6 +342,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             "epochs": cfg.warm_start_epochs, "iterations_per_epoch": cfg.warm_start_iterations or cfg.iterations,
             "train_seconds": warm.get("train_seconds"),
             "started_from": None if cfg.warm_start_init is None else str(cfg.warm_start_init.name),
+            "initial_lr": cfg.warm_start_lr,
             "fold_initial_lr": cfg.fold_initial_lr},
         "postprocessing": postprocessing,
         "training_wall_seconds": round(wall, 1),
