@@ -18,11 +18,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from app.training.manifest import build_manifest, measure_predict
 
 TASK_RE = re.compile(r"^Task(\d{3})_(.+)$")
 REPO = Path(__file__).resolve().parents[2]
@@ -135,20 +136,6 @@ def plan_and_preprocess(cfg: TrainConfig, paths: dict[str, Path], task: str, log
     return plans_file
 
 
-def plan_summary(plans_file: Path) -> dict:
-    import pickle
-
-    with open(plans_file, "rb") as f:
-        plans = pickle.load(f)
-    stage = plans["plans_per_stage"][max(plans["plans_per_stage"])]
-    return {
-        "patch_size": [int(v) for v in stage["patch_size"]],
-        "target_spacing_mm": [float(v) for v in stage["current_spacing"]],
-        "batch_size": int(stage["batch_size"]),
-        "base_num_features": int(plans["base_num_features"]),
-        "pool_op_kernel_sizes": [[int(v) for v in k] for k in stage["pool_op_kernel_sizes"]],
-        "num_stages": int(plans["num_stages"]),
-    }
 
 
 def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold, log, epochs: int | None = None,
@@ -240,46 +227,15 @@ def _name_stock_class(fold_dir: Path) -> None:
                 pickle.dump(info, f)
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-        return out.stdout.strip() or None
-    except Exception:
-        return None
 
 
-def measure_predict(weights: Path, ct: Path, work: Path, log) -> dict | None:
-    """Wall time of `python -m app predict` (all folds, TTA) on one CT, in a fresh process."""
-    inp, outp = work / "predict_in", work / "predict_out"
-    shutil.rmtree(inp, ignore_errors=True)
-    shutil.rmtree(outp, ignore_errors=True)
-    inp.mkdir(parents=True)
-    name = ct.name if ct.name.endswith("_0000.nii.gz") else ct.name.replace(".nii.gz", "_0000.nii.gz")
-    shutil.copy(ct, inp / name)
-    cmd = [sys.executable, "-m", "app", "predict", "-i", str(inp), "-o", str(outp), "--weights", str(weights)]
-    t0 = time.time()
-    res = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True)
-    dt = time.time() - t0
-    if res.returncode != 0:
-        log(f"predict timing failed (rc {res.returncode}): {res.stderr[-2000:]}")
-        return None
-    log(f"predict on {ct.name}: {dt:.1f} s")
-    return {"case": ct.name, "seconds": round(dt, 1), "command": "python -m app predict (all folds, 8-flip TTA)",
-            "cpu_threads": os.cpu_count()}
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
     t_start = time.time()
     paths = _setup_env(cfg)
     task = _link_task(cfg, paths)
-    import torch
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    elif not torch.cuda.is_available():
-        # Measured on a busy 2-core machine: one intra-op thread ran a training step 10x faster
-        # than two (OpenMP threads spin while they wait for a core).
-        torch.set_num_threads(1)
+    _set_torch_threads(cfg)
     plans_file = plan_and_preprocess(cfg, paths, task, log)
     warm = None
     if cfg.warm_start_epochs > 0:
@@ -298,6 +254,26 @@ def train(cfg: TrainConfig, log=print) -> dict:
         results = [train_fold(cfg, plans_file, task, f, log, init_from=init_from, initial_lr=cfg.fold_initial_lr)
                    for f in cfg.folds]
     out_base = Path(results[0]["out_base"])
+    postprocessing = choose_postprocessing(cfg, out_base, log)
+    manifest = build_manifest(cfg, plans_file, task, results, warm, postprocessing, time.time() - t_start)
+    if cfg.out is not None:
+        export_with_manifest(cfg, out_base, manifest, log)
+    return manifest
+
+
+def _set_torch_threads(cfg: TrainConfig) -> None:
+    import torch
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    elif not torch.cuda.is_available():
+        # Measured on a busy 2-core machine: one intra-op thread ran a training step 10x faster
+        # than two (OpenMP threads spin while they wait for a core).
+        torch.set_num_threads(1)
+
+
+def choose_postprocessing(cfg: TrainConfig, out_base: Path, log) -> dict | None:
+    """nnunet's consolidate_folds over the pooled cross-validation (it needs all 5 folds); with
+    fewer folds, the first fold's own decision."""
     postprocessing = None
     if sorted(cfg.folds) == [0, 1, 2, 3, 4]:
         from nnunet.postprocessing.consolidate_postprocessing import consolidate_folds
@@ -310,68 +286,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if pp.is_file():
             shutil.copy(pp, out_base / "postprocessing.json")
             postprocessing = json.loads(pp.read_text())
-    wall = time.time() - t_start
-    from app.training.trainer import trainer_class_for
-    cls = trainer_class_for(cfg.epochs, cfg.scaled_trainer)
-    summary = plan_summary(plans_file)
-    summary["parameters"] = next((r["parameters"] for r in results if "parameters" in r), None)
-    manifest = {
-        "trainer": f"{cls.__module__}.{cls.__name__}",
-        "trainer_schedule": "CE only to 50 % of epochs, linear CE->Dice to 75 %, Dice only after "
-                            "(nnunet's 500/750 of 1000)",
-        "epochs": _epochs_run(cfg, results),
-        "iterations_per_epoch": cfg.iterations,
-        "validation_iterations_per_epoch": cfg.val_iterations,
-        "folds": list(cfg.folds),
-        "planner": cfg.planner,
-        "plan": summary,
-        "data": {"task": task, **cfg.data_description},
-        "seed": cfg.seed,
-        "cross_validation": [{k: r[k] for k in ("fold", "validation_dice", "train_seconds", "epochs") if k in r}
-                             for r in results],
-        "time_budget_per_fold_s": cfg.time_budget_s,
-        "batch_size": cfg.batch_size or summary["batch_size"],
-        "parallel_folds": cfg.parallel_folds,
-        "validation_tta": cfg.validation_tta,
-        "fold_init": None if cfg.fold_init is None else cfg.fold_init.name,
-        "fold_initial_lr": cfg.fold_initial_lr,
-        "warm_start": None if warm is None else {
-            "what": "every fold started from one model first trained on all cases (fold 'all') with the "
-                    "same trainer; a CPU-budget shortcut of the demo, so the cross-validation numbers are "
-                    "optimistic. The real recipe trains each fold from scratch.",
-            "epochs": cfg.warm_start_epochs, "iterations_per_epoch": cfg.warm_start_iterations or cfg.iterations,
-            "train_seconds": warm.get("train_seconds"),
-            "started_from": None if cfg.warm_start_init is None else str(cfg.warm_start_init.name),
-            "initial_lr": cfg.warm_start_lr,
-            "fold_initial_lr": cfg.fold_initial_lr},
-        "postprocessing": postprocessing,
-        "training_wall_seconds": round(wall, 1),
-        "training_hardware": f"{os.cpu_count()} CPU threads" if not _cuda() else "CUDA",
-        "git_commit": _git_commit(),
-    }
-    if cfg.out is not None:
-        from app.weights_export import export_model_folder
-        export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
-        log(f"exported to {cfg.out}")
-        if cfg.measure_predict_on is not None:
-            cost = measure_predict(cfg.out, cfg.measure_predict_on, cfg.work_dir, log)
-            if cost is not None:
-                manifest["predict_cost_per_case"] = cost
-                export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
-    return manifest
+    return postprocessing
 
 
-def _epochs_run(cfg: TrainConfig, results: list[dict]):
-    """The epoch count; under a time budget, what the folds fitted (one number, or one per fold)."""
-    fitted = sorted({r["epochs"] for r in results if "epochs" in r})
-    if cfg.time_budget_s is None or not fitted:
-        return cfg.epochs
-    return fitted[0] if len(fitted) == 1 else [r.get("epochs") for r in results]
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except Exception:
-        return False
+def export_with_manifest(cfg: TrainConfig, out_base: Path, manifest: dict, log) -> None:
+    from app.weights_export import export_model_folder
+    export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
+    log(f"exported to {cfg.out}")
+    if cfg.measure_predict_on is not None:
+        cost = measure_predict(cfg.out, cfg.measure_predict_on, cfg.work_dir, log)
+        if cost is not None:
+            manifest["predict_cost_per_case"] = cost
+            export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
