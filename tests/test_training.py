@@ -66,3 +66,35 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     assert np.allclose(pred.GetDirection(), src.GetDirection())
     arr = sitk.GetArrayFromImage(pred)
     assert set(np.unique(arr)) <= {0, 1, 2, 3, 4}
+
+
+def test_parallel_folds_fit_their_time_budget(tmp_path):
+    """Two folds trained side by side in their own processes (the parent unpacks the data once),
+    each fitting its epochs to a wall-clock budget, with a batch size other than the plan's;
+    the manifest records what each fold did."""
+    py = sys.executable
+    task = tmp_path / "Task597_Par"
+    _run([py, "-m", "app", "synth", "--out", str(tmp_path / "data"), "--cases", "5", "--seed", "98",
+          "--size", "small", "--nnunet-task", str(task)], tmp_path, 300)
+    work = tmp_path / "work"
+    res = _run([py, "-m", "app", "train", "--task-dir", str(task), "--planner", "small", "--folds", "0", "1",
+                "--parallel-folds", "--epochs", "50", "--time-budget-min", "0.01", "--batch-size", "3",
+                "--iterations", "2", "--val-iterations", "1", "--work-dir", str(work), "--da-workers", "1",
+                "--processes", "1", "--no-validation-tta", "--seed", "0"], tmp_path, 600)
+    assert "training folds [0, 1] in parallel" in res.stdout
+    summary = json.loads(res.stdout[res.stdout.rindex("\n{\n") + 1:])
+    folds = {cv["fold"]: cv for cv in summary["cross_validation"]}
+    assert set(folds) == {0, 1}
+    for fold in (0, 1):
+        # a 0.6 s budget is spent by the 3 calibration epochs: each fold stops right there
+        assert folds[fold]["epochs"] == 3, folds[fold]
+        assert set(folds[fold]["validation_dice"]) >= {"1", "2", "3", "4"}
+        log = (work / "parallel" / f"fold_{fold}.log").read_text()
+        assert "max_num_epochs set to 3" in log
+    trained = sorted(work.glob("nnUNet_results/nnUNet/3d_fullres/Task597_Par/ScaledCEToDiceTrainer__*/fold_*/"
+                               "model_final_checkpoint.model"))
+    assert len(trained) == 2
+    # the batch-size override reached the trainers: nnunet's debug.json holds their attributes
+    for checkpoint in trained:
+        debug = json.loads((checkpoint.parent / "debug.json").read_text())
+        assert debug["batch_size"] == "3"

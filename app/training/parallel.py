@@ -43,8 +43,25 @@ def unpack_once(plans_file: Path) -> None:
             unpack_dataset(str(folder))
 
 
+def split_once(plans_file: Path, work: Path) -> None:
+    """nnunet writes splits_final.pkl when a trainer first needs it; written here first, by
+    nnunet's own do_split, so that the fold processes only read it."""
+    if (plans_file.parent / "splits_final.pkl").is_file():
+        return
+    from app.training.trainer import ScaledCEToDiceTrainer
+
+    trainer = ScaledCEToDiceTrainer(str(plans_file), 0, output_folder=str(work / "split"),
+                                    dataset_directory=str(plans_file.parent), stage=0)
+    trainer.load_plans_file()
+    trainer.process_plans(trainer.plans)
+    trainer.folder_with_preprocessed_data = str(plans_file.parent / f"{trainer.plans['data_identifier']}_stage0")
+    trainer.load_dataset()
+    trainer.do_split()
+
+
 def train_folds_in_parallel(cfg: TrainConfig, plans_file: Path, init_from: Path | None, log) -> list[dict]:
     unpack_once(plans_file)
+    split_once(plans_file, cfg.work_dir.resolve() / "parallel")
     work = cfg.work_dir.resolve() / "parallel"
     work.mkdir(parents=True, exist_ok=True)
     config_file = work / "config.json"
