@@ -121,3 +121,37 @@ def test_parallel_config_round_trip(tmp_path):
     back = config_from_json(config_to_json(cfg))
     assert back == cfg
     assert isinstance(back.fold_init, type(tmp_path)) and back.out is None
+
+
+def test_parallel_folds_spread_over_gpus(tmp_path, monkeypatch):
+    """With several GPUs, fold i's process sees only GPU i mod count; with one, the environment
+    is left alone."""
+    import json
+    import subprocess
+
+    import torch
+
+    import app.training.parallel as parallel
+    from app.training.pipeline import TrainConfig
+
+    seen = {}
+
+    class FakeProcess:
+        def __init__(self, argv, env, **_):
+            seen[int(argv[-2])] = env.get("CUDA_VISIBLE_DEVICES")
+            (tmp_path / argv[-1]).write_text(json.dumps({"fold": int(argv[-2])}))
+            self.returncode = 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(parallel, "unpack_once", lambda plans_file: None)
+    monkeypatch.setattr(parallel, "split_once", lambda plans_file, work: None)
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cfg = TrainConfig(task_dir=tmp_path / "Task1_X", work_dir=tmp_path / "w", out=None, folds=(0, 1, 2, 3, 4))
+    for count, expected in ((2, ["0", "1", "0", "1", "0"]), (1, [None] * 5)):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        results = parallel.train_folds_in_parallel(cfg, tmp_path / "plans.pkl", None, lambda m: None)
+        assert [r["fold"] for r in results] == [0, 1, 2, 3, 4]
+        assert [seen[f] for f in range(5)] == expected

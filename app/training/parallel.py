@@ -1,5 +1,5 @@
 """Train the folds side by side, one process per fold (a GPU with room for several small
-trainings, or several GPUs via CUDA_VISIBLE_DEVICES), then hand the results back to the pipeline.
+trainings, or several GPUs: fold i gets GPU i mod count), then hand the results back to the pipeline.
 
 Each worker is `python -m app.training.parallel CONFIG.json FOLD RESULT.json`: it rebuilds the
 TrainConfig, sets nnunet's folders before importing it, and runs the same `train_fold` as the
@@ -60,20 +60,24 @@ def split_once(plans_file: Path, work: Path) -> None:
 
 
 def train_folds_in_parallel(cfg: TrainConfig, plans_file: Path, init_from: Path | None, log) -> list[dict]:
-    unpack_once(plans_file)
-    split_once(plans_file, cfg.work_dir.resolve() / "parallel")
+    import torch
+
     work = cfg.work_dir.resolve() / "parallel"
     work.mkdir(parents=True, exist_ok=True)
+    unpack_once(plans_file)
+    split_once(plans_file, work)
+    gpus = torch.cuda.device_count()
     config_file = work / "config.json"
     config_file.write_text(config_to_json(dataclasses.replace(cfg, fold_init=init_from, parallel_folds=False)))
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     running = []
-    for fold in cfg.folds:
+    for i, fold in enumerate(cfg.folds):
         result, fold_log = work / f"fold_{fold}.json", work / f"fold_{fold}.log"
         result.unlink(missing_ok=True)
+        fold_env = dict(env, CUDA_VISIBLE_DEVICES=str(i % gpus)) if gpus > 1 else env
         with open(fold_log, "w") as out:
             proc = subprocess.Popen([sys.executable, "-m", "app.training.parallel", str(config_file), str(fold),
-                                     str(result)], cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
+                                     str(result)], cwd=str(REPO), env=fold_env, stdout=out, stderr=subprocess.STDOUT)
         running.append((fold, proc, result, fold_log))
     log(f"training folds {list(cfg.folds)} in parallel; logs in {work}")
     results, failed = [], []
