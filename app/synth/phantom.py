@@ -26,6 +26,7 @@ import numpy as np
 
 from app.synth.scanner import random_grid, render
 from app.synth.shapes import (  # noqa: F401  (tissue names are part of this module's interface)
+    Canvas,
     HU_FIXED, HU_RANGES,
     AIR, ARTERY, BOWEL, CORTEX, CSF, DISC,
     Ellipsoid, FLUID, GALL, GAS, HEART, KCORTEX,
@@ -222,7 +223,7 @@ class Anatomy:
     def paint(self, x, y, z):
         """Tissue ids at patient points (arrays of one shape). Returns uint8 array."""
         d = self.deform(x, y, z)
-        cv = _Canvas(x + d[0], y + d[1], z + d[2])
+        cv = Canvas(x + d[0], y + d[1], z + d[2])
         # later writes overwrite earlier ones: keep this order
         rho, mean_r, inner, cavity = self._paint_body(cv)
         self._paint_back_muscles(cv, inner, cavity)
@@ -355,51 +356,6 @@ class Anatomy:
         media = (np.abs(x) < 45 * s) & (y > self.yv - 5)
         cv.putf((lungR | lungL) & ~media & (rv > 1.05), LUNG)
         cv.putf((self.heart.value(x, y, z) < 0) & (z > self.dome(x, y, True) + 5), HEART, chest)
-
-
-# ----------------------------------------------------------------------------- painting canvas
-_FULL = (slice(None),) * 3
-
-
-class _Canvas:
-    """Tissue ids being painted at one chunk of (deformed) patient points."""
-
-    def __init__(self, x, y, z):
-        self.x, self.y, self.z = x, y, z
-        self.T = np.zeros(x.shape, np.uint8)
-        self.xs, self.ys, self.zs = x[:, ::4, ::4], y[:, ::4, ::4], z[:, ::4, ::4]
-
-    def box(self, struct):
-        """Index sub-box of this chunk that can hold the structure (None: nowhere)."""
-        xs, ys, zs = self.xs, self.ys, self.zs
-        nzc, nyc, nxc = self.x.shape
-        lo, hi = struct.bbox(margin=8.0)
-        m = (xs > lo[0]) & (xs < hi[0]) & (ys > lo[1]) & (ys < hi[1]) & (zs > lo[2]) & (zs < hi[2])
-        if not m.any():
-            return None
-        kz = np.flatnonzero(m.any((1, 2)))
-        jy = np.flatnonzero(m.any((0, 2)))
-        ix = np.flatnonzero(m.any((0, 1)))
-        return (slice(kz[0], kz[-1] + 1), slice(max(0, 4 * jy[0] - 4), min(nyc, 4 * jy[-1] + 5)),
-                slice(max(0, 4 * ix[0] - 4), min(nxc, 4 * ix[-1] + 5)))
-
-    def val(self, struct):
-        """(sub-box, structure's implicit value there), or (None, None) if it misses this chunk."""
-        sl = self.box(struct)
-        if sl is None:
-            return None, None
-        return sl, struct.value(self.x[sl], self.y[sl], self.z[sl])
-
-    def put(self, sl, mask, tissue, where=None):
-        """Write tissue where mask (given on sub-box sl) holds, optionally only inside where."""
-        if sl is None:
-            return
-        m = mask if where is None else (mask & where[sl])
-        self.T[sl][m] = tissue
-
-    def putf(self, mask, tissue, where=None):
-        """put() on the whole chunk."""
-        self.put(_FULL, mask, tissue, where)
 
 
 def make_case(seed: int, index: int, size: str = "full"):

@@ -154,3 +154,46 @@ def smooth_curve(ctrl: np.ndarray, rad: np.ndarray, n: int = 16):
     return cs(t), cr
 
 
+# ----------------------------------------------------------------------------- painting canvas
+FULL_CHUNK = (slice(None),) * 3
+
+
+class Canvas:
+    """Tissue ids being painted at one chunk of (deformed) patient points."""
+
+    def __init__(self, x, y, z):
+        self.x, self.y, self.z = x, y, z
+        self.T = np.zeros(x.shape, np.uint8)
+        self.xs, self.ys, self.zs = x[:, ::4, ::4], y[:, ::4, ::4], z[:, ::4, ::4]
+
+    def box(self, struct):
+        """Index sub-box of this chunk that can hold the structure (None: nowhere)."""
+        xs, ys, zs = self.xs, self.ys, self.zs
+        nzc, nyc, nxc = self.x.shape
+        lo, hi = struct.bbox(margin=8.0)
+        m = (xs > lo[0]) & (xs < hi[0]) & (ys > lo[1]) & (ys < hi[1]) & (zs > lo[2]) & (zs < hi[2])
+        if not m.any():
+            return None
+        kz = np.flatnonzero(m.any((1, 2)))
+        jy = np.flatnonzero(m.any((0, 2)))
+        ix = np.flatnonzero(m.any((0, 1)))
+        return (slice(kz[0], kz[-1] + 1), slice(max(0, 4 * jy[0] - 4), min(nyc, 4 * jy[-1] + 5)),
+                slice(max(0, 4 * ix[0] - 4), min(nxc, 4 * ix[-1] + 5)))
+
+    def val(self, struct):
+        """(sub-box, structure's implicit value there), or (None, None) if it misses this chunk."""
+        sl = self.box(struct)
+        if sl is None:
+            return None, None
+        return sl, struct.value(self.x[sl], self.y[sl], self.z[sl])
+
+    def put(self, sl, mask, tissue, where=None):
+        """Write tissue where mask (given on sub-box sl) holds, optionally only inside where."""
+        if sl is None:
+            return
+        m = mask if where is None else (mask & where[sl])
+        self.T[sl][m] = tissue
+
+    def putf(self, mask, tissue, where=None):
+        """put() on the whole chunk."""
+        self.put(FULL_CHUNK, mask, tissue, where)
