@@ -65,13 +65,13 @@ def ours(work: Path, weights: Path, name: str, extra: list[str], device: str) ->
     return result
 
 
-def flop_floor(plans: dict, passes: int) -> dict:
+def flop_floor(weights: Path, passes: int) -> dict:
     """FLOPs of one tile (counted on the meta device) and the card's measured fp16 matmul rate."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from app.inference.network import build_network
     from app.inference.weights import Plan
-    plan = Plan.from_json(json.loads((ROOT / "bench" / "out" / "gpu_weights" / "plans.json").read_text()))
+    plan = Plan.from_json(json.loads((weights / "plans.json").read_text()))
     with torch.device("meta"):
         network = build_network(plan.network).eval()
     with FlopCounterMode(display=False) as counter:
@@ -114,7 +114,7 @@ def main() -> int:
 
     save("ours_accurate", ours(work, weights, "ours", [], device))
     save("ours_fast", ours(work, weights, "fast", ["--mode", "fast"], device))
-    save("flop_floor", flop_floor(plans, report["ours_accurate"]["network_passes"]))
+    save("flop_floor", flop_floor(weights, report["ours_accurate"]["network_passes"]))
     if not args.skip_stock:
         argv, env = stock_predict_command(model, work / "in", work / "stock", (0, 1, 2, 3, 4), True, 0.5)
         save("stock", sampled_run(argv, env, work / "stock.log", args.stock_timeout))

@@ -3,8 +3,10 @@
 # Python packages missing on the GPU machine come as wheels in .whl/ (see BENCHMARKS.md).
 set -eu
 cd "$(dirname "$0")/.."
-if [ -d .whl ] && [ ! -d /tmp/site/nnunet ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if [ -d .whl ]; then
+    # installed once per machine; bench/gpu_session.sh may have done it already
+    [ -d /tmp/site/nnunet ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --upgrade --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.training.pipeline import REPO, TrainConfig
+from app.training.manifest import REPO
+from app.training.pipeline import TrainConfig
 
 PATH_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if "Path" in str(f.type)}
 

@@ -26,7 +26,6 @@ from pathlib import Path
 from app.training.manifest import build_manifest, measure_predict
 
 TASK_RE = re.compile(r"^Task(\d{3})_(.+)$")
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -136,8 +135,6 @@ def plan_and_preprocess(cfg: TrainConfig, paths: dict[str, Path], task: str, log
     return plans_file
 
 
-
-
 def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold, log, epochs: int | None = None,
                iterations: int | None = None, init_from: Path | None = None, validate: bool = True,
                initial_lr: float | None = None) -> dict:
@@ -225,10 +222,6 @@ def _name_stock_class(fold_dir: Path) -> None:
             info["name"] = STOCK_TRAINER.__name__
             with open(pkl, "wb") as f:
                 pickle.dump(info, f)
-
-
-
-
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
