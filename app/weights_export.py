@@ -119,6 +119,14 @@ def export_model_folder(model_dir: Path, out_dir: Path, manifest_extra: dict | N
     return out_dir
 
 
+def update_manifest(out_dir: Path, extra: dict) -> None:
+    """Merge `extra` into an exported MANIFEST.json; the weights and their hashes stay as written."""
+    path = Path(out_dir) / "MANIFEST.json"
+    manifest = json.loads(path.read_text())
+    files = manifest.pop("files")
+    _write_json(path, {**manifest, **extra, "files": files})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", type=Path, help="nnU-Net v1 model folder (plans.pkl, fold_N/, postprocessing.json)")
     parser.add_argument("--out", type=Path, required=True, help="weights folder to write")

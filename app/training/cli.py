@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-iterations", type=int, default=50, help="validation batches per epoch")
     parser.add_argument("--planner", choices=["small", "default"], default="default",
                         help="default: nnU-Net v1's ExperimentPlanner3D_v21; small: CPU demo plan "
-                             "(4 mm, 64^3 patch, 8 base features)")
+                             "(5 mm, 40^3 patch, 8 base features)")
     parser.add_argument("--out", type=Path, default=None, help="weights folder to export to (omit: no export)")
     parser.add_argument("--work-dir", type=Path, default=Path("build/train"),
                         help="nnU-Net folders (raw links, preprocessed, results)")

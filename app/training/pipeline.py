@@ -157,18 +157,7 @@ def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold, log, epochs:
         if validate:
             result["validation_dice"] = _validation_dice(fold_dir)
         return result
-    fp16 = torch.cuda.is_available() if cfg.fp16 is None else cfg.fp16
-    trainer = cls(str(plans_file), fold, output_folder=str(out_base), dataset_directory=str(plans_file.parent),
-                  batch_dice=True, stage=0, unpack_data=True, deterministic=False, fp16=fp16)
-    trainer.max_num_epochs = epochs
-    trainer.num_batches_per_epoch = iterations
-    trainer.num_val_batches_per_epoch = cfg.val_iterations
-    trainer.time_budget_s = cfg.time_budget_s
-    trainer.batch_size_override = cfg.batch_size
-    if initial_lr is not None:
-        trainer.initial_lr = initial_lr
-    if epochs < 50:
-        trainer.save_every = max(1, epochs)
+    trainer = _make_trainer(cfg, cls, plans_file, out_base, fold, epochs, iterations, initial_lr)
     t0 = time.time()
     t_train = 0.0
     try:
@@ -199,6 +188,25 @@ def train_fold(cfg: TrainConfig, plans_file: Path, task: str, fold, log, epochs:
     else:
         log(f"fold {fold}: trained in {t_train:.0f} s")
     return result
+
+
+def _make_trainer(cfg: TrainConfig, cls, plans_file: Path, out_base: Path, fold, epochs: int, iterations: int,
+                  initial_lr: float | None):
+    """The trainer for one fold, with this run's lengths, budget and batch size set (not yet initialised)."""
+    import torch
+    fp16 = torch.cuda.is_available() if cfg.fp16 is None else cfg.fp16
+    trainer = cls(str(plans_file), fold, output_folder=str(out_base), dataset_directory=str(plans_file.parent),
+                  batch_dice=True, stage=0, unpack_data=True, deterministic=False, fp16=fp16)
+    trainer.max_num_epochs = epochs
+    trainer.num_batches_per_epoch = iterations
+    trainer.num_val_batches_per_epoch = cfg.val_iterations
+    trainer.time_budget_s = cfg.time_budget_s
+    trainer.batch_size_override = cfg.batch_size
+    if initial_lr is not None:
+        trainer.initial_lr = initial_lr
+    if epochs < 50:
+        trainer.save_every = max(1, epochs)  # short runs: a checkpoint at the end only
+    return trainer
 
 
 def _validation_dice(fold_dir: Path) -> dict[str, float]:
@@ -283,11 +291,10 @@ def choose_postprocessing(cfg: TrainConfig, out_base: Path, log) -> dict | None:
 
 
 def export_with_manifest(cfg: TrainConfig, out_base: Path, manifest: dict, log) -> None:
-    from app.weights_export import export_model_folder
+    from app.weights_export import export_model_folder, update_manifest
     export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
     log(f"exported to {cfg.out}")
     if cfg.measure_predict_on is not None:
         cost = measure_predict(cfg.out, cfg.measure_predict_on, cfg.work_dir, log)
         if cost is not None:
-            manifest["predict_cost_per_case"] = cost
-            export_model_folder(out_base, cfg.out, manifest_extra=manifest, dtype=cfg.export_dtype)
+            update_manifest(cfg.out, {"predict_cost_per_case": cost})
