@@ -28,10 +28,11 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     _run([py, "-m", "app", "synth", "--out", str(tmp_path / "data"), "--cases", "5", "--seed", "99",
           "--size", "small", "--nnunet-task", str(task)], tmp_path, 300)
     weights = tmp_path / "weights"
+    case = sorted((tmp_path / "data" / "images").glob("*_0000.nii.gz"))[0]
     res = _run([py, "-m", "app", "train", "--task-dir", str(task), "--planner", "small", "--folds", "0",
                 "--epochs", "2", "--iterations", "2", "--val-iterations", "1", "--work-dir", str(tmp_path / "work"),
                 "--da-workers", "1", "--processes", "1", "--no-validation-tta", "--seed", "0",
-                "--out", str(weights)], tmp_path, 600)
+                "--out", str(weights), "--measure-predict-on", str(case)], tmp_path, 600)
     assert "[train] exported to" in res.stdout
 
     for name in ("plans.json", "postprocessing.json", "MANIFEST.json", "fold_0.safetensors"):
@@ -44,6 +45,8 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     assert manifest["plan"]["parameters"] > 100_000
     assert "training_wall_seconds" in manifest and "git_commit" in manifest
     assert set(manifest["files"]) >= {"plans.json", "fold_0.safetensors"}
+    assert manifest["predict_cost_per_case"]["case"] == case.name
+    assert manifest["predict_cost_per_case"]["seconds"] > 0
     plans = json.loads((weights / "plans.json").read_text())
     assert plans["network"]["base_num_features"] == 8
     assert len(plans["network"]["pool_op_kernel_sizes"]) == 3
@@ -51,7 +54,6 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     assert plans["target_spacing"] == [5.0, 5.0, 5.0]
 
     # predict accepts the exported model (one fold, no TTA, to keep the test short)
-    case = sorted((tmp_path / "data" / "images").glob("*_0000.nii.gz"))[0]
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / case.name).symlink_to(case)
