@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/gpu_session}
 BUDGET=${BUDGET:-560}          # seconds for the whole script
 TRAIN_MIN=${TRAIN_MIN:-3.5}    # training wall-clock budget, minutes
+# INIT_MODEL: starting checkpoint inside the tarball (default stage2_all.model; stage5_all.model
+# is the model behind the current weights). WARM_LR: its initial learning rate (default 0.01).
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -26,8 +28,8 @@ mkdir -p $D/Task501_Phantoms/imagesTr $D/Task501_Phantoms/labelsTr
 tar -C $D -xJf .devcarry/train_data.tar.xz || exit 1
 WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 timeout $(( 60 * ${TRAIN_MIN%.*} + 90 )) python3 -m app train --task-dir $D/Task501_Phantoms --work-dir $D/work \
-    --planner small --folds --warm-start-epochs 1000 --warm-start-init $D/stage2_all.model \
-    --iterations "${ITERATIONS:-150}" --val-iterations 4 --time-budget-min "$TRAIN_MIN" --batch-size 8 \
+    --planner small --folds --warm-start-epochs 1000 --warm-start-init "$D/${INIT_MODEL:-stage2_all.model}" \
+    ${WARM_LR:+--warm-start-lr "$WARM_LR"} --iterations "${ITERATIONS:-150}" --val-iterations 4 --time-budget-min "$TRAIN_MIN" --batch-size 8 \
     --da-workers "$WORKERS" --processes 8 --seed 11 > "$OUT/train.log" 2>&1
 echo "train exit $? after $(( $(date +%s) - T0 )) s"
 M=$D/work/nnUNet_results/nnUNet/3d_fullres/Task501_Phantoms/ScaledCEToDiceTrainer__nnUNetPlans_small/all
