@@ -20,3 +20,12 @@ def test_update_manifest_adds_keys_and_keeps_the_weights_verifiable(tiny_weights
     assert list(manifest)[-1] == "files"
     assert sorted(load_weights(weights).folds) == [0, 1]
     assert not list(weights.glob(".*.tmp"))
+
+
+def test_update_manifest_cannot_replace_the_file_hashes(tiny_weights, tmp_path):
+    weights = tmp_path / "w"
+    shutil.copytree(tiny_weights, weights)
+    listed = json.loads((weights / "MANIFEST.json").read_text())["files"]
+    update_manifest(weights, {"files": {"fold_0.safetensors": "0" * 64}})
+    assert json.loads((weights / "MANIFEST.json").read_text())["files"] == listed
+    assert sorted(load_weights(weights).folds) == [0, 1]

@@ -297,4 +297,5 @@ def export_with_manifest(cfg: TrainConfig, out_base: Path, manifest: dict, log) 
     if cfg.measure_predict_on is not None:
         cost = measure_predict(cfg.out, cfg.measure_predict_on, cfg.work_dir, log)
         if cost is not None:
+            manifest["predict_cost_per_case"] = cost
             update_manifest(cfg.out, {"predict_cost_per_case": cost})
