@@ -29,7 +29,8 @@ tar -C $D -xJf .devcarry/train_data.tar.xz || exit 1
 WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 timeout $(( 60 * ${TRAIN_MIN%.*} + 90 )) python3 -m app train --task-dir $D/Task501_Phantoms --work-dir $D/work \
     --planner small --folds --warm-start-epochs 1000 --warm-start-init "$D/${INIT_MODEL:-stage2_all.model}" \
-    ${WARM_LR:+--warm-start-lr "$WARM_LR"} --iterations "${ITERATIONS:-150}" --val-iterations 4 --time-budget-min "$TRAIN_MIN" --batch-size 8 \
+    ${WARM_LR:+--warm-start-lr "$WARM_LR"} --iterations "${ITERATIONS:-150}" --val-iterations 4 \
+    --time-budget-min "$TRAIN_MIN" --batch-size 8 \
     --da-workers "$WORKERS" --processes 8 --seed 11 > "$OUT/train.log" 2>&1
 echo "train exit $? after $(( $(date +%s) - T0 )) s"
 M=$D/work/nnUNet_results/nnUNet/3d_fullres/Task501_Phantoms/ScaledCEToDiceTrainer__nnUNetPlans_small/all

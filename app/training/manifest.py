@@ -17,17 +17,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def plan_summary(plans_file: Path) -> dict:
+    """The plan as exported to plans.json (one reading of nnunet's plans), plus the batch size."""
     import pickle
+
+    from app.weights_export import plans_to_json
 
     with open(plans_file, "rb") as f:
         plans = pickle.load(f)
-    stage = plans["plans_per_stage"][max(plans["plans_per_stage"])]
+    exported = plans_to_json(plans)
     return {
-        "patch_size": [int(v) for v in stage["patch_size"]],
-        "target_spacing_mm": [float(v) for v in stage["current_spacing"]],
-        "batch_size": int(stage["batch_size"]),
-        "base_num_features": int(plans["base_num_features"]),
-        "pool_op_kernel_sizes": [[int(v) for v in k] for k in stage["pool_op_kernel_sizes"]],
+        "patch_size": exported["patch_size"],
+        "target_spacing_mm": exported["target_spacing"],
+        "batch_size": int(plans["plans_per_stage"][max(plans["plans_per_stage"])]["batch_size"]),
+        "base_num_features": exported["network"]["base_num_features"],
+        "pool_op_kernel_sizes": exported["network"]["pool_op_kernel_sizes"],
         "num_stages": int(plans["num_stages"]),
     }
 
