@@ -39,6 +39,8 @@ class PredictConfig:
     progress: bool = True
     preview_dir: Path | None = None
     shard: tuple[int, int] | None = None   # (index, count), index from 0
+    preprocess_on: str = "auto"            # auto | device (torch, where the network runs) | host (numpy)
+    release_cached_memory: bool = True     # CUDA: free cached blocks between stages
 
     def resolved_mode(self) -> Mode:
         try:

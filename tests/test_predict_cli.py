@@ -11,7 +11,7 @@ from conftest import REAL_CT, same_geometry, synthetic_ct
 
 LOG_KEYS = {"case", "seconds", "stages", "device", "gpu_mem_stable_mb", "gpu_mem_peak_mb", "gpu_mem_auc_mb_s",
             "torch_max_allocated_mb", "gpu_note", "volumes_ml", "startup_s", "weights_load_s"}
-STAGES = {"read", "preprocess", "network", "export", "postprocess", "write"}
+STAGES = {"read", "reorient", "crop", "resample", "normalise", "network", "argmax", "postprocess", "write"}
 
 
 def test_masks_named_and_on_the_input_grid_with_a_log_across_runs(tiny_weights, run_predict_sh, tmp_path):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from app.config import DEFAULT_WEIGHTS, MODES, PredictConfig
@@ -35,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=_shard, help="I/N: only cases I, I+N, I+2N, ... of the sorted list")
     parser.add_argument("--preview", type=Path, help="folder for one PNG preview per case")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--preprocess", choices=("auto", "device", "host"), default="auto",
+                        help="where resampling and normalisation run: device (torch, where the network "
+                             "runs), host (numpy); auto: the device (measured faster on both)")
 
 
 def config_from_args(args: argparse.Namespace) -> PredictConfig:
@@ -44,11 +49,23 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         tta=False if args.no_tta else None, step_size=args.step_size,
         device=args.device, network_batch=args.network_batch, fp16=not args.no_fp16,
         overwrite=args.overwrite, progress=not args.quiet,
-        preview_dir=args.preview, shard=args.shard,
+        preview_dir=args.preview, shard=args.shard, preprocess_on=args.preprocess,
     )
 
 
+# Set before torch initialises CUDA (its allocator reads them once): growable segments instead of
+# fixed-size blocks fragment less, and CUDA modules load when first used. A value already in the
+# environment wins. Neither is measured on a GPU yet (BENCHMARKS.md).
+CUDA_ENVIRONMENT = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUDA_MODULE_LOADING": "LAZY"}
+
+
+def set_cuda_environment(environ=os.environ) -> None:
+    for name, value in CUDA_ENVIRONMENT.items():
+        environ.setdefault(name, value)
+
+
 def run(args: argparse.Namespace) -> int:
+    set_cuda_environment()
     from app.inference.runner import run_predict
     try:
         config = config_from_args(args)
@@ -56,4 +73,21 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}")
         return 2
-    return run_predict(config, args.input, args.output)
+    code = run_predict(config, args.input, args.output)
+    if _is_the_app_process():
+        _exit_now(code)
+    return code
+
+
+def _is_the_app_process() -> bool:
+    """True under `python -m app`, not when called from another program (tests, the API)."""
+    main = sys.modules.get("__main__")
+    return getattr(getattr(main, "__spec__", None), "name", None) == "app.__main__"
+
+
+def _exit_now(code: int) -> None:
+    """Every mask and log line is on disk (atomic renames, single appends): skip interpreter and
+    CUDA teardown, which FLARE's per-case timing would count and the log could not."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

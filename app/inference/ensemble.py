@@ -30,7 +30,7 @@ class SlidingWindow:
             self._gaussian_on[device] = self._gaussian.to(device)
         return self._gaussian_on[device]
 
-    def probabilities(self, data: np.ndarray, networks: Sequence[nn.Module], n_classes: int, *,
+    def probabilities(self, data: np.ndarray | torch.Tensor, networks: Sequence[nn.Module], n_classes: int, *,
                       tta: bool, step_size: float, network_batch: int, accumulate_on: torch.device,
                       autocast: torch.dtype | None, progress: bool = False) -> torch.Tensor:
         """Fold-averaged, flip-averaged, Gaussian-weighted softmax (C, *data.shape).
@@ -39,7 +39,7 @@ class SlidingWindow:
         be the CPU when GPU memory is short."""
         compute_on = network_device(networks)
         pads = padding_to_patch(data.shape, self.patch)
-        image = torch.from_numpy(np.pad(data, pads, mode="constant")).to(compute_on)
+        image = _padded_on(data, pads, compute_on)
         windows = tiles(self.patch, image.shape, step_size)
         flips = flip_sets(self.mirror_axes, tta)
         gaussian = self.gaussian(accumulate_on)
@@ -61,6 +61,17 @@ class SlidingWindow:
         summed = summed[(slice(None), *inner)]
         summed /= weight[inner] * len(networks)
         return summed
+
+
+def _padded_on(data: np.ndarray | torch.Tensor, pads: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """Zero padding up to the patch (v1's pad_nd_image), where the network runs."""
+    if isinstance(data, np.ndarray):
+        return torch.from_numpy(np.pad(data, pads, mode="constant")).to(device)
+    data = data.to(device)
+    if not any(before or after for before, after in pads):
+        return data
+    flat = [side for before_after in reversed(pads) for side in before_after]
+    return torch.nn.functional.pad(data, flat, mode="constant", value=0.0)
 
 
 def _progress(total: int, enabled: bool):

@@ -7,20 +7,26 @@ import torch
 
 from app.inference.preprocess import Preprocessed
 from app.inference.resample import resample_argmax, separate_z_axis
+from app.inference.stages import StageTimer
 from app.inference.weights import Plan
 
 
-def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan) -> np.ndarray:
+def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan,
+                          timer: StageTimer | None = None) -> np.ndarray:
     """Transpose back, resample to the cropped original shape (linear; nearest along the
-    low-resolution axis when anisotropic), argmax, and paste into the uncropped grid."""
+    low-resolution axis when anisotropic), argmax, and paste into the uncropped grid. Only the
+    uint8 labels leave the probabilities' device."""
+    timer = timer or StageTimer()
     probs = probs.permute(0, *[a + 1 for a in plan.transpose_backward])
     target = case.cropped_shape
     if tuple(probs.shape[1:]) == tuple(target):
-        cropped = probs.argmax(0).to(torch.uint8).cpu().numpy()
+        with timer.stage("argmax"):
+            cropped = probs.argmax(0).to(torch.uint8).cpu().numpy()
     else:
         axis = separate_z_axis(case.original_spacing, case.spacing_after_resampling,
                                plan.separate_z_anisotropy_threshold)
-        cropped = resample_argmax(probs, target, axis)
-    mask = np.zeros(case.original_shape, dtype=np.uint8)
-    mask[case.bbox] = cropped
+        cropped = resample_argmax(probs, target, axis, timer=timer)
+    with timer.stage("argmax"):
+        mask = np.zeros(case.original_shape, dtype=np.uint8)
+        mask[case.bbox] = cropped
     return mask

@@ -57,9 +57,14 @@ def build_network(spec: NetworkSpec) -> nn.Module:
 
 
 def load_network(spec: NetworkSpec, state: dict, device: torch.device) -> nn.Module:
-    network = build_network(spec)
-    missing, unexpected = network.load_state_dict(
-        {k: v.float() for k, v in state.items()}, strict=False)
+    """Built on the meta device, so no random initialisation is computed only to be overwritten
+    (about 0.1 s per million parameters on the CPU); the weights' own tensors then become the
+    parameters, without a copy when they were loaded onto `device` already."""
+    _generic_unet_class()  # imported outside the meta context: import-time tensors stay real
+    with torch.device("meta"):
+        network = build_network(spec)
+    tensors = {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()}
+    missing, unexpected = network.load_state_dict(tensors, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"weights do not fit the plan's network: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return network.to(device, memory_format=memory_format(device)).eval()

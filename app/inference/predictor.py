@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import sys
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +15,17 @@ import torch
 
 from app.config import PredictConfig
 from app.inference import io
+from app.inference.device_preprocess import preprocess_on_device
 from app.inference.ensemble import SlidingWindow, network_device
 from app.inference.export import probabilities_to_mask
 from app.inference.network import load_network
 from app.inference.orientation import mask_to_input_grid, reorient
 from app.inference.postprocess import keep_largest_components
-from app.inference.preprocess import preprocess
+from app.inference.preprocess import Preprocessed, preprocess
+from app.inference.stages import StageTimer, cuda_sync_for
 from app.inference.weights import load_weights
+
+__all__ = ["Predictor", "StageTimer", "choose_device", "default_network_batch", "preprocess_where"]
 
 
 def default_network_batch(device: torch.device, tta: bool) -> int:
@@ -48,18 +50,28 @@ def choose_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-@dataclass
-class StageTimer:
-    """Wall seconds per stage of one case."""
-    seconds: dict[str, float] = field(default_factory=dict)
+def preprocess_where(device: torch.device, requested: str = "auto") -> str:
+    """"device": torch on the network's device (resample_matrix.py); "host": numpy and scipy.
+    On CUDA always the device. On the CPU both compute the same thing, and torch's matrix
+    products measured faster than scipy's spline zoom (bench/stages.py, BENCHMARKS.md)."""
+    if requested in ("device", "host"):
+        return requested
+    if requested != "auto":
+        raise ValueError(f"unknown preprocessing place {requested!r}: use auto, device or host")
+    return "device"
 
-    @contextmanager
-    def stage(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+def _start_cuda(device: torch.device) -> dict:
+    """CUDA context and allocator up before the weights arrive, timed on its own; the whole
+    GPU's used memory right after it is mostly the context (FLARE counts it)."""
+    if device.type != "cuda":
+        return {}
+    torch.backends.cudnn.benchmark = False  # autotuning measured no gain on this network (BENCHMARKS.md)
+    torch.cuda.init()
+    torch.empty(1, device=device)
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info(device)
+    return {"gpu_used_after_cuda_init_mb": round((total - free) / 2**20, 1)}
 
 
 class Predictor:
@@ -67,11 +79,16 @@ class Predictor:
         self.config = config
         self.mode = config.resolved_mode()
         self.device = choose_device(config.device)
-        self.weights = load_weights(config.weights_dir, config.folds, self.mode.max_folds)
-        self.plan = self.weights.plan
-        self.networks = [load_network(self.plan.network, state, self.device) for state in self.weights.fold_states]
+        self.startup = StageTimer()
+        with self.startup.stage("cuda_init"):
+            self.cuda_facts = _start_cuda(self.device)
+        with self.startup.stage("weight_load"):
+            self.weights = load_weights(config.weights_dir, config.folds, self.mode.max_folds, device=str(self.device))
+            self.plan = self.weights.plan
+            self.networks = [load_network(self.plan.network, state, self.device) for state in self.weights.fold_states]
         self.window = SlidingWindow(self.plan.patch_size, self.plan.mirror_axes)
         self.network_batch = config.network_batch or default_network_batch(self.device, self.mode.tta)
+        self.preprocess_on = preprocess_where(self.device, config.preprocess_on)
 
     @classmethod
     def from_weights(cls, weights_dir: str | Path, device: str = "auto", mode: str = "accurate", **options) -> "Predictor":
@@ -94,20 +111,41 @@ class Predictor:
 
     def predict_array(self, image: sitk.Image, timer: StageTimer) -> np.ndarray:
         """uint8 mask in numpy (z, y, x) order on the image's own grid."""
-        with timer.stage("preprocess"):
+        timer.sync = cuda_sync_for(self.device)
+        with timer.stage("reorient"):
             oriented = reorient(image, self.plan.training_orientation)
-            case = preprocess(io.image_array(oriented), io.spacing_zyx(oriented), self.plan)
+        case = self.preprocess(oriented, timer)
         with timer.stage("network"):
             probs = self._probabilities_with_fallback(case.data)
-        with timer.stage("export"):
-            mask = probabilities_to_mask(probs, case, self.plan)
-            del probs
+            case = replace(case, data=None)  # the network input is no longer needed
+            self._release_cached_memory()
+        mask = probabilities_to_mask(probs, case, self.plan, timer)
+        del probs
+        self._release_cached_memory()
         with timer.stage("postprocess"):
             mask = keep_largest_components(mask, self.weights.postprocessing.largest_component_labels)
+        with timer.stage("reorient"):
             mask = mask_to_input_grid(mask, oriented, image)
         return mask
 
-    def _probabilities(self, data: np.ndarray, networks, network_batch: int, accumulate_on: torch.device):
+    def preprocess(self, oriented: sitk.Image, timer: StageTimer) -> Preprocessed:
+        volume, spacing = io.image_array(oriented), io.spacing_zyx(oriented)
+        if self.preprocess_on == "device":
+            try:
+                return preprocess_on_device(volume, spacing, self.plan, self.device, timer)
+            except torch.OutOfMemoryError:
+                _release_gpu_memory()
+                print("warning: out of GPU memory in preprocessing; this case is preprocessed on the CPU",
+                      file=sys.stderr)
+        return preprocess(volume, spacing, self.plan, timer)
+
+    def _release_cached_memory(self) -> None:
+        """Cached blocks freed between stages, so the next stage's peak is not stacked on the last
+        one's in the whole-GPU figure FLARE measures (unmeasured on a GPU so far)."""
+        if self.device.type == "cuda" and self.config.release_cached_memory:
+            torch.cuda.empty_cache()
+
+    def _probabilities(self, data, networks, network_batch: int, accumulate_on: torch.device):
         return self.window.probabilities(
             data, networks, self.plan.network.num_classes, tta=self.mode.tta, step_size=self.mode.step_size,
             network_batch=network_batch, accumulate_on=accumulate_on,
@@ -119,7 +157,7 @@ class Predictor:
             return torch.float16 if self.config.fp16 else None
         return torch.bfloat16 if self.mode.cpu_bf16 else None
 
-    def _probabilities_with_fallback(self, data: np.ndarray) -> torch.Tensor:
+    def _probabilities_with_fallback(self, data) -> torch.Tensor:
         """Out of GPU memory, a case is retried with one sample per network call and the probabilities
         kept in CPU memory, then entirely on the CPU. The run never dies from it."""
         try:

@@ -3,16 +3,21 @@ crop to nonzero, transpose, resample to the plan's spacing, clip and z-score."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from app.inference.resample import resample_image, resampled_shape, separate_z_axis
+from app.inference.stages import StageTimer
 from app.inference.weights import Plan
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
 class Preprocessed:
-    data: np.ndarray                       # float32, network axis order, target spacing
+    data: Union[np.ndarray, "torch.Tensor"]  # float32, network axis order, target spacing
     bbox: tuple[slice, slice, slice]       # crop inside the original (z, y, x) grid
     original_shape: tuple[int, int, int]   # before cropping, (z, y, x)
     original_spacing: tuple[float, float, float]  # (z, y, x)
@@ -42,17 +47,22 @@ def normalise_ct(data: np.ndarray, plan: Plan) -> np.ndarray:
     return data
 
 
-def preprocess(volume: np.ndarray, spacing_zyx: tuple[float, ...], plan: Plan) -> Preprocessed:
+def preprocess(volume: np.ndarray, spacing_zyx: tuple[float, ...], plan: Plan,
+               timer: StageTimer | None = None) -> Preprocessed:
     """`volume` may be a read-only view in any pixel type: the one float32 copy is made after
     cropping and transposing, so a 512 x 512 x 1000 CT costs about 4 bytes per voxel here."""
-    bbox = nonzero_bbox(volume)
-    data = np.ascontiguousarray(volume[bbox].transpose(plan.transpose_forward), dtype=np.float32)
-    if np.shares_memory(data, volume):  # float32, uncropped, untransposed: never write into the input
-        data = data.copy()
+    timer = timer or StageTimer()
+    with timer.stage("crop"):
+        bbox = nonzero_bbox(volume)
+        data = np.ascontiguousarray(volume[bbox].transpose(plan.transpose_forward), dtype=np.float32)
+        if np.shares_memory(data, volume):  # float32, uncropped, untransposed: never write into the input
+            data = data.copy()
+        data[np.isnan(data)] = 0
     spacing_t = tuple(spacing_zyx[a] for a in plan.transpose_forward)
-    data[np.isnan(data)] = 0
-    axis = separate_z_axis(spacing_t, plan.target_spacing, plan.separate_z_anisotropy_threshold)
-    data = resample_image(data, resampled_shape(data.shape, spacing_t, plan.target_spacing), axis)
-    data = normalise_ct(data, plan)
+    with timer.stage("resample"):
+        axis = separate_z_axis(spacing_t, plan.target_spacing, plan.separate_z_anisotropy_threshold)
+        data = resample_image(data, resampled_shape(data.shape, spacing_t, plan.target_spacing), axis)
+    with timer.stage("normalise"):
+        data = normalise_ct(data, plan)
     spacing_back = tuple(plan.target_spacing[a] for a in plan.transpose_backward)
     return Preprocessed(data, bbox, tuple(volume.shape), tuple(spacing_zyx), spacing_back)

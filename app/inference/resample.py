@@ -8,10 +8,13 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from app.inference.stages import StageTimer
 
 
 def separate_z_axis(original_spacing: Sequence[float], target_spacing: Sequence[float],
@@ -57,9 +60,13 @@ def resample_image(volume: np.ndarray, new_shape: Sequence[int], separate_axis: 
         return _spline_resize(data, new_shape)
     plane_shape = tuple(s for a, s in enumerate(new_shape) if a != separate_axis)
     moved = np.moveaxis(data, separate_axis, 0)
+    n_in, n_out = moved.shape[0], new_shape[separate_axis]
+    picks = None if n_in == n_out else _nearest_indices(n_in, n_out)
+    if picks is not None and n_out <= n_in:  # per-slice work commutes with picking slices: pick first
+        moved, picks = moved[picks], None
     slices = np.stack([_spline_resize(s, plane_shape) for s in moved])
-    if slices.shape[0] != new_shape[separate_axis]:
-        slices = slices[_nearest_indices(slices.shape[0], new_shape[separate_axis])]
+    if picks is not None:
+        slices = slices[picks]
     return np.ascontiguousarray(np.moveaxis(slices, 0, separate_axis))
 
 
@@ -93,9 +100,12 @@ def _resample_dim(x: torch.Tensor, dim: int, n_out: int, nearest: bool) -> torch
 
 
 def resample_argmax(probs: torch.Tensor, new_shape: Sequence[int], separate_axis: int | None,
-                    max_chunk_bytes: int = 256 << 20) -> np.ndarray:
+                    max_chunk_bytes: int = 256 << 20, timer: "StageTimer | None" = None) -> np.ndarray:
     """Resample class probabilities (C, Z, Y, X) to new_shape and take the argmax, in chunks of
-    output rows along axis 0, so memory stays bounded. Returns uint8 labels on the CPU."""
+    output rows along axis 0, so memory stays bounded. Returns uint8 labels on the CPU: only
+    they leave the device. `timer` gets the two stages, export_resampling and argmax."""
+    from app.inference.stages import StageTimer
+    timer = timer or StageTimer()
     new_shape = tuple(int(v) for v in new_shape)
     n_in = probs.shape[1]
     out = np.empty(new_shape, dtype=np.uint8)
@@ -113,9 +123,11 @@ def resample_argmax(probs: torch.Tensor, new_shape: Sequence[int], separate_axis
         else:
             lower, upper, weight = _linear_taps(n_in, new_shape[0], rows)
         first, last = int(lower.min()), int(upper.max()) + 1
-        slab = probs[:, first:last].float()
-        for dim in (1, 2):
-            slab = _resample_dim(slab, dim + 1, new_shape[dim], nearest=separate_axis == dim)
-        slab = _blend(slab, 1, lower - first, upper - first, weight)
-        out[rows[0]:rows[-1] + 1] = slab.argmax(0).to(torch.uint8).cpu().numpy()
+        with timer.stage("export_resampling"):
+            slab = probs[:, first:last].float()
+            for dim in (1, 2):
+                slab = _resample_dim(slab, dim + 1, new_shape[dim], nearest=separate_axis == dim)
+            slab = _blend(slab, 1, lower - first, upper - first, weight)
+        with timer.stage("argmax"):
+            out[rows[0]:rows[-1] + 1] = slab.argmax(0).to(torch.uint8).cpu().numpy()
     return out

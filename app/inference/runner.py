@@ -12,6 +12,7 @@ from pathlib import Path
 from app.config import PredictConfig
 from app.inference import io
 from app.inference.report import CaseReport, append_log, organ_volumes_ml, summary_table
+from app.inference.stages import StageTimer, process_start_perf
 from app.inference.validate import check_image
 
 EXIT_OK, EXIT_CASE_FAILED, EXIT_CANNOT_START, EXIT_NO_CASES = 0, 1, 2, 3
@@ -68,6 +69,7 @@ def _predict_cases(config, cases, output_dir, reports, process_start) -> int | N
     from app.inference.predictor import Predictor
     from app.inference.weights import WeightsError
 
+    process_start = process_start_perf(process_start)
     tracker = GpuTracker.start(config.device)
     try:
         load_start = time.perf_counter()
@@ -76,27 +78,38 @@ def _predict_cases(config, cases, output_dir, reports, process_start) -> int | N
         except (WeightsError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_CANNOT_START
-        process = {"startup_s": round(load_start - process_start, 3), "ready_at_unix": time.time(),
-                   "weights_load_s": round(time.perf_counter() - load_start, 3),
-                   "folds": list(predictor.folds), "mode": predictor.mode.name, "tta": predictor.mode.tta,
-                   "step_size": predictor.mode.step_size}
+        process = _process_record(predictor, load_start - process_start, time.perf_counter() - load_start)
         print(f"loaded folds {list(predictor.folds)} on {predictor.device} "
               f"(mode {predictor.mode.name}, tta {'on' if predictor.mode.tta else 'off'}, "
               f"step {predictor.mode.step_size}) in {process['weights_load_s']:.1f} s")
+        accounted = sum(process["process_stages"].values())
         for case in cases:
             report = _predict_one(predictor, case, output_dir, config)
             report.gpu = tracker.case_summary()
-            process["process_seconds"] = round(time.perf_counter() - process_start, 3)
             reports.append(report)
             print(report.line(), file=sys.stderr if report.status == "failed" else sys.stdout, flush=True)
+            accounted += sum(report.stages.values())
+            elapsed = time.perf_counter() - process_start
+            process.update(process_seconds=round(elapsed, 3), accounted_s=round(accounted, 3),
+                           unaccounted_s=round(elapsed - accounted, 3))
             append_log(output_dir, report, process, config.shard)
     finally:
         tracker.stop()
     return None
 
 
+def _process_record(predictor, startup_s: float, load_s: float) -> dict:
+    """What the process spent before its first case, and how it runs, for every log line."""
+    stages = {"interpreter_and_imports": startup_s, **predictor.startup.seconds}
+    stages["weight_load"] = stages.get("weight_load", 0.0) + load_s - predictor.startup.total  # the rest of set-up
+    return {"startup_s": round(startup_s, 3), "ready_at_unix": time.time(), "weights_load_s": round(load_s, 3),
+            "process_stages": {k: round(v, 4) for k, v in stages.items()},
+            "folds": list(predictor.folds), "mode": predictor.mode.name, "tta": predictor.mode.tta,
+            "step_size": predictor.mode.step_size, "preprocess_on": predictor.preprocess_on,
+            **predictor.cuda_facts}
+
+
 def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConfig) -> CaseReport:
-    from app.inference.predictor import StageTimer
     timer = StageTimer()
     start = time.perf_counter()
     report = CaseReport(case.name, "failed", device=str(predictor.device))
@@ -110,7 +123,8 @@ def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConf
         mask = predictor.predict_array(image, timer)
         with timer.stage("write"):
             io.write_mask(mask, loaded, io.output_path(output_dir, case))
-        report.volumes_ml = organ_volumes_ml(mask, image.GetSpacing())
+        with timer.stage("volumes"):
+            report.volumes_ml = organ_volumes_ml(mask, image.GetSpacing())
         report.network_passes = predictor.window.last_network_passes
         report.status = "ok"
         if config.preview_dir is not None:
@@ -121,7 +135,7 @@ def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConf
     except Exception as err:  # one bad case must never stop the others
         report.error = f"{case.path.name}: {type(err).__name__}: {err}"
     report.seconds = round(time.perf_counter() - start, 3)
-    report.stages = {k: round(v, 3) for k, v in timer.seconds.items()}
+    report.stages = timer.rounded()
     return report
 
 
