@@ -63,6 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train the folds at the same time, one process each (logs in WORK_DIR/parallel)")
     parser.add_argument("--measure-predict-on", type=Path, default=None,
                         help="after export, time `python -m app predict` on this CT and record it")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="resume every unfinished fold from its latest checkpoint (epoch, optimiser, learning "
+                             "rate, CE-to-Dice weights, fitted epoch count), as nnU-Net v1's -c; give the first "
+                             "run's options too")
+    parser.add_argument("--stop-after-epochs", type=int, default=None,
+                        help="end this invocation after N epochs of each fold, with a checkpoint (e.g. to fit a "
+                             "cluster job's time limit); --continue goes on from there")
+    parser.add_argument("--validation-cases", type=int, default=None,
+                        help="validate each fold on its first K held-out cases only (checks on small machines; "
+                             "0: no validation and no postprocessing choice). Default: nnU-Net's full validation")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,12 +99,16 @@ def run(args: argparse.Namespace) -> int:
                       warm_start_init=args.warm_start_init, warm_start_lr=args.warm_start_lr,
                       fold_initial_lr=args.fold_initial_lr,
                       fold_init=args.fold_init, batch_size=args.batch_size, parallel_folds=args.parallel_folds,
+                      resume=args.resume, stop_after_epochs=args.stop_after_epochs,
+                      validation_cases=args.validation_cases,
                       time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
     if not cfg.folds and cfg.warm_start_epochs <= 0:
         raise SystemExit("--folds is empty: give --warm-start-epochs to train the model on all cases")
+    if (args.validation_cases or 0) < 0 or (args.stop_after_epochs is not None and args.stop_after_epochs < 1):
+        raise SystemExit("--validation-cases must be >= 0 and --stop-after-epochs >= 1")
     manifest = train(cfg, log=lambda m: print(f"[train] {m}", flush=True))
-    if not cfg.folds:
+    if not cfg.folds or manifest.get("unfinished"):
         return 0
     print(json.dumps({k: manifest[k] for k in ("trainer", "epochs", "planner", "plan", "cross_validation",
-                                               "training_wall_seconds")}, indent=1))
+                                               "training_orientation", "training_wall_seconds")}, indent=1))
     return 0

@@ -8,12 +8,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from app.training.pipeline import TrainConfig
-
-REPO = Path(__file__).resolve().parents[2]
+from app.training.config import REPO, TrainConfig
 
 
 def plan_summary(plans_file: Path) -> dict:
@@ -105,6 +101,7 @@ def build_manifest(cfg: TrainConfig, plans_file: Path, task: str, results: list[
         "batch_size": cfg.batch_size or summary["batch_size"],
         "parallel_folds": cfg.parallel_folds,
         "validation_tta": cfg.validation_tta,
+        "validation_cases": "all held-out cases" if cfg.validation_cases is None else cfg.validation_cases,
         "fold_init": None if cfg.fold_init is None else cfg.fold_init.name,
         "fold_initial_lr": cfg.fold_initial_lr,
         "warm_start": None if warm is None else {

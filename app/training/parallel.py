@@ -14,24 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.training.manifest import REPO
-from app.training.pipeline import TrainConfig
+from app.training.config import REPO, TrainConfig, config_from_json, config_to_json
+from app.training.fold import fullres_stage, train_fold
+from app.training.workdir import link_task, plan_and_preprocess, setup_env
 
-PATH_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if "Path" in str(f.type)}
-
-
-def config_to_json(cfg: TrainConfig) -> str:
-    raw = dataclasses.asdict(cfg)
-    return json.dumps({k: (str(v) if k in PATH_FIELDS and v is not None else v) for k, v in raw.items()})
-
-
-def config_from_json(text: str) -> TrainConfig:
-    raw = json.loads(text)
-    for k in PATH_FIELDS:
-        if raw.get(k) is not None:
-            raw[k] = Path(raw[k])
-    raw["folds"] = tuple(raw["folds"])
-    return TrainConfig(**raw)
+__all__ = ["config_from_json", "config_to_json", "train_folds_in_parallel"]
 
 
 def unpack_once(plans_file: Path) -> None:
@@ -51,11 +38,12 @@ def split_once(plans_file: Path, work: Path) -> None:
         return
     from app.training.trainer import ScaledCEToDiceTrainer
 
+    stage = fullres_stage(plans_file)
     trainer = ScaledCEToDiceTrainer(str(plans_file), 0, output_folder=str(work / "split"),
-                                    dataset_directory=str(plans_file.parent), stage=0)
+                                    dataset_directory=str(plans_file.parent), stage=stage)
     trainer.load_plans_file()
     trainer.process_plans(trainer.plans)
-    trainer.folder_with_preprocessed_data = str(plans_file.parent / f"{trainer.plans['data_identifier']}_stage0")
+    trainer.folder_with_preprocessed_data = str(plans_file.parent / f"{trainer.plans['data_identifier']}_stage{stage}")
     trainer.load_dataset()
     trainer.do_split()
 
@@ -87,18 +75,17 @@ def train_folds_in_parallel(cfg: TrainConfig, plans_file: Path, init_from: Path 
             failed.append(f"fold {fold} (exit {proc.returncode}, see {fold_log})")
             continue
         results.append(json.loads(result.read_text()))
-        log(f"fold {fold}: done, validation Dice {results[-1].get('validation_dice')}")
+        log(f"fold {fold}: " + ("stopped for now" if results[-1].get("unfinished") else
+                                f"done, validation Dice {results[-1].get('validation_dice')}"))
     if failed:
         raise RuntimeError("parallel training failed: " + "; ".join(failed))
     return results
 
 
 def _worker(config_file: Path, fold: int, result_file: Path) -> int:
-    from app.training.pipeline import _link_task, _setup_env, plan_and_preprocess, train_fold
-
     cfg = config_from_json(config_file.read_text())
-    paths = _setup_env(cfg)
-    task = _link_task(cfg, paths)
+    paths = setup_env(cfg)
+    task = link_task(cfg, paths)
     import numpy as np
     import torch
     if cfg.seed is not None:

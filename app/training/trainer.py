@@ -1,7 +1,9 @@
 """Trainer classes (imports nnunet and torch: training only, never the inference path)."""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 from nnunet.training.loss_functions.deep_supervision import MultipleOutputLoss2
 from nnunet.training.loss_functions.dice_loss import DC_and_CE_loss
@@ -29,12 +31,19 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
     - `time_budget_s`: after `CALIBRATION_EPOCHS` epochs, max_num_epochs is fitted to the wall-clock
       budget once, so that the CE-to-Dice schedule and the poly learning rate still run their full
       course. A run that falls far behind its estimate stops at `OVERRUN_FACTOR` x the budget.
+
+    Every checkpoint has a `.run_state.json` beside it (the fitted epoch count and the budget time
+    spent), which `load_checkpoint` restores, so that a resumed run (--continue) keeps the schedule.
     """
 
     batch_size_override: int | None = None
     time_budget_s: float | None = None
     CALIBRATION_EPOCHS = 3
     OVERRUN_FACTOR = 1.15
+    RUN_STATE_SUFFIX = ".run_state.json"   # beside each checkpoint: what a resumed run must keep
+    _start_epoch = 0            # the epoch this invocation started at (> 0 when resumed)
+    _epochs_fitted = False      # max_num_epochs already fitted to the budget
+    _elapsed_before = 0.0       # budget seconds spent by the invocations before this one
 
     def process_plans(self, plans):
         super().process_plans(plans)
@@ -42,9 +51,33 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
             self.batch_size = int(self.batch_size_override)
 
     def run_training(self):
-        self._budget_start = time.monotonic()
+        self._budget_start = time.monotonic() - self._elapsed_before
         self._first_epoch_end = None
+        self._start_epoch = self.epoch
         return super().run_training()
+
+    def run_state(self) -> dict:
+        start = getattr(self, "_budget_start", None)
+        return {"max_num_epochs": int(self.max_num_epochs), "epochs_fitted": bool(self._epochs_fitted),
+                "budget_elapsed_s": None if start is None else round(time.monotonic() - start, 3)}
+
+    def restore_run_state(self, state: dict) -> None:
+        """A resumed run keeps the epoch count fitted to the budget (the poly learning rate and the
+        CE-to-Dice breakpoints depend on it) and the budget time already spent."""
+        if state.get("epochs_fitted"):
+            self.max_num_epochs = int(state["max_num_epochs"])
+            self._epochs_fitted = True
+        self._elapsed_before = float(state.get("budget_elapsed_s") or 0.0)
+
+    def save_checkpoint(self, fname, save_optimizer=True):
+        super().save_checkpoint(fname, save_optimizer)
+        Path(fname + self.RUN_STATE_SUFFIX).write_text(json.dumps(self.run_state()))
+
+    def load_checkpoint(self, fname, train=True):
+        state_file = Path(fname + self.RUN_STATE_SUFFIX)
+        if state_file.is_file():
+            self.restore_run_state(json.loads(state_file.read_text()))
+        return super().load_checkpoint(fname, train)
 
     def on_epoch_end(self):
         if self.time_budget_s is not None:
@@ -55,16 +88,19 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
         now = time.monotonic()
         elapsed = now - self._budget_start
         done = self.epoch + 1
-        if done == 1:
-            self._first_epoch_end = now   # epoch 0 pays for cudnn autotuning and worker start-up
-        elif done == self.CALIBRATION_EPOCHS:
-            per_epoch = (now - self._first_epoch_end) / (done - 1)
+        done_here = done - self._start_epoch
+        if self._epochs_fitted:
+            if elapsed > self.OVERRUN_FACTOR * self.time_budget_s:
+                self.print_to_log_file(f"time budget overrun ({elapsed:.0f} s): stopping after epoch {self.epoch}")
+                self.max_num_epochs = done
+        elif done_here == 1:
+            self._first_epoch_end = now   # the first epoch pays for cudnn autotuning and worker start-up
+        elif done_here == self.CALIBRATION_EPOCHS:
+            per_epoch = (now - self._first_epoch_end) / (done_here - 1)
             self.max_num_epochs = epochs_for_budget(self.time_budget_s, elapsed, per_epoch, done)
+            self._epochs_fitted = True
             self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s: {per_epoch:.2f} s per epoch, "
                                    f"max_num_epochs set to {self.max_num_epochs}")
-        elif done > self.CALIBRATION_EPOCHS and elapsed > self.OVERRUN_FACTOR * self.time_budget_s:
-            self.print_to_log_file(f"time budget overrun ({elapsed:.0f} s): stopping after epoch {self.epoch}")
-            self.max_num_epochs = done
 
     def update_loss(self):
         epoch = min(self.epoch, self.max_num_epochs)
