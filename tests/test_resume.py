@@ -39,6 +39,11 @@ def test_a_stopped_fold_resumes_with_the_schedule_of_an_uninterrupted_run(tmp_pa
              "--epochs", str(EPOCHS), "--iterations", "1", "--val-iterations", "1", "--da-workers", "1",
              "--processes", "1", "--no-validation-tta", "--seed", "0"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
+    # --prepare-only: what fold jobs on a cluster need first, and nothing more
+    out = _run(train + ["--work-dir", str(whole), "--prepare-only"], tmp_path / "prepare.log")
+    assert "fold jobs can start" in out
+    assert (whole / "nnUNet_preprocessed" / task.name / "splits_final.pkl").is_file()
+    assert not list(whole.glob("nnUNet_results/nnUNet/3d_fullres/*/*/fold_0"))
     # the reference run needs no validation; the resumed one validates a single case
     _run(train + ["--work-dir", str(whole), "--validation-cases", "0"], tmp_path / "whole.log")
     train += ["--validation-cases", "1"]

@@ -52,6 +52,12 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     assert len(plans["network"]["pool_op_kernel_sizes"]) == 3
     assert plans["patch_size"] == [40, 40, 40]
     assert plans["target_spacing"] == [5.0, 5.0, 5.0]
+    # the export records the training data's dominant orientation, which predict reorients to
+    from app.training.orientation import training_orientation
+    assert plans["training_orientation"] is not None
+    assert plans["training_orientation"] == training_orientation(sorted((task / "imagesTr").glob("*.nii.gz")))
+    assert manifest["training_orientation"] == plans["training_orientation"]
+    assert manifest["validation_cases"] == "all held-out cases"
 
     # predict accepts the exported model (one fold, no TTA, to keep the test short)
     inp = tmp_path / "in"

@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after-epochs", type=int, default=None,
                         help="end this invocation after N epochs of each fold, with a checkpoint (e.g. to fit a "
                              "cluster job's time limit); --continue goes on from there")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="plan, preprocess, unpack and write the 5-fold split, then stop: run once before "
+                             "one job per fold (SLURM array, Kubernetes indexed job) on the same --work-dir")
     parser.add_argument("--validation-cases", type=int, default=None,
                         help="validate each fold on its first K held-out cases only (checks on small machines; "
                              "0: no validation and no postprocessing choice). Default: nnU-Net's full validation")
@@ -100,14 +103,14 @@ def run(args: argparse.Namespace) -> int:
                       fold_initial_lr=args.fold_initial_lr,
                       fold_init=args.fold_init, batch_size=args.batch_size, parallel_folds=args.parallel_folds,
                       resume=args.resume, stop_after_epochs=args.stop_after_epochs,
-                      validation_cases=args.validation_cases,
+                      validation_cases=args.validation_cases, prepare_only=args.prepare_only,
                       time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
-    if not cfg.folds and cfg.warm_start_epochs <= 0:
+    if not cfg.folds and cfg.warm_start_epochs <= 0 and not cfg.prepare_only:
         raise SystemExit("--folds is empty: give --warm-start-epochs to train the model on all cases")
     if (args.validation_cases or 0) < 0 or (args.stop_after_epochs is not None and args.stop_after_epochs < 1):
         raise SystemExit("--validation-cases must be >= 0 and --stop-after-epochs >= 1")
     manifest = train(cfg, log=lambda m: print(f"[train] {m}", flush=True))
-    if not cfg.folds or manifest.get("unfinished"):
+    if not cfg.folds or cfg.prepare_only or manifest.get("unfinished"):
         return 0
     print(json.dumps({k: manifest[k] for k in ("trainer", "epochs", "planner", "plan", "cross_validation",
                                                "training_orientation", "training_wall_seconds")}, indent=1))

@@ -44,6 +44,7 @@ class TrainConfig:
     resume: bool = False                    # --continue: unfinished folds go on from their latest checkpoint
     stop_after_epochs: int | None = None    # end this invocation after so many epochs per fold (checkpointed)
     validation_cases: int | None = None     # None: nnunet's full validation of every held-out case
+    prepare_only: bool = False              # plan, preprocess, unpack and split, then stop (before fold jobs)
 
     @property
     def scaled_trainer(self) -> bool:

@@ -37,6 +37,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
     task = link_task(cfg, paths)
     set_torch_threads(cfg)
     plans_file = plan_and_preprocess(cfg, paths, task, log)
+    if cfg.prepare_only:
+        from app.training.parallel import split_once, unpack_once
+        unpack_once(plans_file)
+        split_once(plans_file, cfg.work_dir.resolve() / "parallel")
+        log(f"prepared {plans_file.parent}: plans, preprocessed data and the 5-fold split; fold jobs can start")
+        return {"prepared": str(plans_file)}
     warm = None
     if cfg.warm_start_epochs > 0:
         warm = train_fold(cfg, plans_file, task, "all", log, epochs=cfg.warm_start_epochs,
