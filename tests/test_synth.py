@@ -15,7 +15,7 @@ def small_set(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     task = out / "Task599_Test"
     res = subprocess.run([sys.executable, "-m", "app", "synth", "--out", str(out / "data"), "--cases", "3",
-                          "--seed", "7", "--size", "small", "--nnunet-task", str(task)],
+                          "--seed", "7", "--size", "small", "--nnunet-task", str(task), "--structures"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     return out / "data", task
@@ -41,6 +41,9 @@ def test_layout_and_nnunet_task(small_set):
         assert (task / "imagesTr" / f"{name}_0000.nii.gz").is_file()
         assert (task / "labelsTr" / f"{name}.nii.gz").is_file()
     assert len(json.loads((data / "cases.json").read_text())) == 3
+    legend = json.loads((data / "structures.json").read_text())
+    assert legend["0"] == "outside" and "liver" in legend.values() and "colon_faeces" in legend.values()
+    assert len(list((data / "structures").glob("*.nii.gz"))) == 3
 
 
 def test_geometry_labels_and_hu(small_set):
@@ -53,12 +56,11 @@ def test_geometry_labels_and_hu(small_set):
         assert np.allclose(img.GetSpacing(), lab_img.GetSpacing())
         assert np.allclose(img.GetDirection(), lab_img.GetDirection())
         assert set(np.unique(lab)) == {0, 1, 2, 3, 4}
-        vox_ml = np.prod(img.GetSpacing()) / 1000
-        vol = {k: (lab == k).sum() * vox_ml for k in range(1, 5)}
-        assert 900 < vol[1] < 2600, vol      # liver
-        assert 150 < vol[2] < 500, vol       # both kidneys
-        assert 50 < vol[3] < 450, vol        # spleen
-        assert 20 < vol[4] < 200, vol        # pancreas
+        _, structures = _read(data / "structures" / lab_path.name)
+        from app.synth.structures import FLARE_OF
+        assert np.array_equal(FLARE_OF[structures], lab)
+        # organ volumes are checked on the whole anatomy in test_realism_checks_pass_and_can_fail:
+        # here the field of view may crop them
         assert arr.min() <= -900 and arr.max() >= 300   # air/lung and bone present
         assert -150 < np.median(arr[lab == 1]) < 160
 
@@ -82,8 +84,9 @@ def test_anatomy_in_patient_coordinates(small_set):
 
 
 def test_directions_vary_and_spacing_ranges():
-    from app.synth.phantom import Anatomy, random_grid
-    dirs, sps, szs, sizes = set(), [], [], []
+    from app.synth.anatomy import Anatomy
+    from app.synth.scanner import random_grid
+    dirs, sps, szs, sizes, fields = set(), [], [], [], set()
     for i in range(40):
         rng = np.random.default_rng([3, i])
         grid = random_grid(rng, Anatomy(rng), "full")
@@ -91,21 +94,71 @@ def test_directions_vary_and_spacing_ranges():
         sps.append(grid.spacing[0])
         szs.append(grid.spacing[2])
         sizes.append(grid.shape[0])
+        fields.add(grid.field)
     assert len(dirs) >= 3
     assert 0.6 <= min(sps) and max(sps) <= 1.0
     assert 1.0 <= min(szs) and max(szs) <= 5.0
     assert max(sizes) <= 512
+    assert fields == {"liver", "abdomen", "abdomen_pelvis", "chest_abdomen_pelvis"}
 
 
 def test_organs_overlap_in_hu():
-    """Per-case organ HU ranges overlap: intensity alone cannot separate the organs."""
-    from app.synth.phantom import KCORTEX, LIVER, PANCREAS, SPLEEN, Anatomy
-    native = [Anatomy(np.random.default_rng([5, i])) for i in range(60)]
-    means = {t: [a.hu[t] for a in native] for t in (LIVER, SPLEEN, PANCREAS, KCORTEX)}
-    lo = {t: min(v) for t, v in means.items()}
-    hi = {t: max(v) for t, v in means.items()}
-    assert lo[LIVER] < hi[SPLEEN] and lo[SPLEEN] < hi[LIVER]
-    assert lo[PANCREAS] < hi[LIVER] and lo[SPLEEN] < hi[PANCREAS]
+    """Per-case organ HU overlap within one phase: intensity alone cannot separate the organs."""
+    from app.synth.appearance import draw_appearance
+    from app.synth.structures import ID
+    looks = [draw_appearance(np.random.default_rng([5, i])) for i in range(200)]
+    native = [lk for lk in looks if lk.phase == "native" and not lk.random_contrast]
+    assert len(native) >= 20
+    means = {k: [lk.structure_hu[ID[k]] for lk in native] for k in ("liver", "spleen", "pancreas", "kidney_cortex")}
+    lo = {k: min(v) for k, v in means.items()}
+    hi = {k: max(v) for k, v in means.items()}
+    assert lo["liver"] < hi["spleen"] and lo["spleen"] < hi["liver"]
+    assert lo["pancreas"] < hi["liver"] and lo["spleen"] < hi["pancreas"]
+    assert lo["kidney_cortex"] < hi["spleen"]
+
+
+def test_appearance_is_randomised():
+    """Phases, random contrast for a share of cases, bias and noise levels vary per case."""
+    from app.synth.appearance import draw_appearance
+    from app.synth.structures import ID
+    looks = [draw_appearance(np.random.default_rng([6, i])) for i in range(200)]
+    assert {lk.phase for lk in looks} == {"native", "arterial", "portal", "delayed"}
+    share = np.mean([lk.random_contrast for lk in looks])
+    assert 0.1 < share < 0.3
+    # under random contrast the liver can be darker than fat-free muscle or brighter than the kidney
+    livers = [lk.structure_hu[ID["liver"]] for lk in looks if lk.random_contrast]
+    assert min(livers) < 0 and max(livers) > 150
+    noise = [lk.noise_hu for lk in looks]
+    assert min(noise) < 8 and max(noise) > 30
+
+
+def test_full_label_map_projects_to_flare_labels():
+    """The structure map holds the confounders the organs must be told from; FLARE labels are its projection."""
+    from app.synth.phantom import make_phantom
+    from app.synth.structures import FLARE_OF, ID, STRUCTURES
+    ph = make_phantom(11, 0, "small")
+    assert np.array_equal(FLARE_OF[ph.structures], ph.labels)
+    present = {STRUCTURES[i].name for i in np.unique(ph.structures)}
+    for name in ("aorta", "ivc", "portal_vein", "stomach_wall", "duodenum_wall", "colon_wall", "small_bowel_wall",
+                 "psoas", "paraspinal_muscle", "vertebral_cortex", "rib", "kidney_cortex", "kidney_medulla", "liver",
+                 "spleen", "pancreas"):
+        assert name in present, name
+    assert ID["liver"] != ID["spleen"] and FLARE_OF[ID["renal_pelvis"]] == 2 and FLARE_OF[ID["adrenal"]] == 0
+
+
+def test_realism_checks_pass_and_can_fail():
+    """Volumes and positions of 8 anatomies against patient ranges; a misplaced organ is caught."""
+    from app.synth.anatomy import Anatomy
+    from app.synth.realism import TYPICAL_ML, anatomy_facts, position_problems, volume_problems
+    facts = [anatomy_facts(Anatomy(np.random.default_rng([21, i]))) for i in range(8)]
+    for f in facts:
+        assert position_problems(f) == [] and volume_problems(f) == [], (position_problems(f), volume_problems(f))
+    for organ, (lo, hi) in TYPICAL_ML.items():
+        median = np.median([f.volumes_ml[organ] for f in facts])
+        assert 0.75 * lo <= median <= 1.25 * hi, (organ, median)
+    wrong = facts[0]
+    wrong.centroids["spleen"] = wrong.centroids["liver"].copy()
+    assert "spleen is not on the left" in position_problems(wrong)
 
 
 def test_deterministic_per_case():

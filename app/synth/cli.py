@@ -3,7 +3,9 @@
 Output layout:
     OUT/images/<name>_0000.nii.gz   CT in HU (int16)
     OUT/labels/<name>.nii.gz        0 bg, 1 liver, 2 kidney, 3 spleen, 4 pancreas (uint8)
-    OUT/cases.json                  per-case acquisition facts (phase, spacing, direction)
+    OUT/structures/<name>.nii.gz    with --structures: the full label map (every structure,
+                                    legend in OUT/structures.json); the FLARE labels are its projection
+    OUT/cases.json                  per-case facts (phase, field of view, spacing, direction)
 With --nnunet-task DIR the same cases also go to an nnU-Net v1 raw task folder
 (DIR/imagesTr, DIR/labelsTr, DIR/dataset.json).
 
@@ -27,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nnunet-task", default=None,
                         help="also write an nnU-Net v1 raw task folder here (e.g. .../Task501_Phantoms)")
     parser.add_argument("--workers", type=int, default=1, help="processes")
+    parser.add_argument("--structures", action="store_true",
+                        help="also write the full label map of every structure (OUT/structures/)")
 
 
 def case_name(prefix: str, seed: int, index: int) -> str:
@@ -34,26 +38,28 @@ def case_name(prefix: str, seed: int, index: int) -> str:
 
 
 def _write_one(job):
-    out, seed, index, size, prefix, task = job
+    out, seed, index, size, prefix, task, structures = job
     from pathlib import Path
 
     import SimpleITK as sitk
 
-    from app.synth.phantom import make_case
+    from app.synth.phantom import make_phantom
 
-    img, lab, grid, info = make_case(seed, index, size)
+    ph = make_phantom(seed, index, size)
+    img, lab, grid, info = ph.image, ph.labels, ph.grid, ph.info
     name = case_name(prefix, seed, index)
-    targets = [(Path(out) / "images" / f"{name}_0000.nii.gz", Path(out) / "labels" / f"{name}.nii.gz")]
+    writes = [(img, Path(out) / "images" / f"{name}_0000.nii.gz"), (lab, Path(out) / "labels" / f"{name}.nii.gz")]
     if task:
-        targets.append((Path(task) / "imagesTr" / f"{name}_0000.nii.gz", Path(task) / "labelsTr" / f"{name}.nii.gz"))
-    for im_path, lab_path in targets:
-        for arr, path in ((img, im_path), (lab, lab_path)):
-            itk = sitk.GetImageFromArray(arr)
-            itk.SetSpacing([float(v) for v in grid.spacing])
-            itk.SetOrigin([float(v) for v in grid.origin])
-            itk.SetDirection([float(v) for v in grid.direction.flatten()])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sitk.WriteImage(itk, str(path), True)
+        writes += [(img, Path(task) / "imagesTr" / f"{name}_0000.nii.gz"), (lab, Path(task) / "labelsTr" / f"{name}.nii.gz")]
+    if structures:
+        writes.append((ph.structures, Path(out) / "structures" / f"{name}.nii.gz"))
+    for arr, path in writes:
+        itk = sitk.GetImageFromArray(arr)
+        itk.SetSpacing([float(v) for v in grid.spacing])
+        itk.SetOrigin([float(v) for v in grid.origin])
+        itk.SetDirection([float(v) for v in grid.direction.flatten()])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(itk, str(path), True)
     info["name"] = name
     info["seed"] = seed
     info["index"] = index
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), args.seed, i, args.size, args.prefix, args.nnunet_task)
+    jobs = [(str(out), args.seed, i, args.size, args.prefix, args.nnunet_task, args.structures)
             for i in range(args.start, args.start + args.cases)]
     t0 = time.time()
     infos = []
@@ -109,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
             infos.append(info)
             print(f"{info['name']}: {info['shape_xyz']} spacing {[round(v, 2) for v in info['spacing']]} "
                   f"{info['phase']}", flush=True)
+    if args.structures:
+        from app.synth.structures import legend
+        (out / "structures.json").write_text(json.dumps(legend(), indent=1))
     meta_path = out / "cases.json"
     old = json.loads(meta_path.read_text()) if meta_path.exists() else []
     keep = {c["name"]: c for c in old}

@@ -1,26 +1,26 @@
-"""The scanner side of a phantom: a random grid (spacing, size, direction, origin) and the
-rendering of an anatomy onto it, with partial-volume blur, texture and noise."""
+"""The scanner side of a phantom: a random field of view and grid (spacing, size, direction,
+origin), and the rendering of an anatomy onto it with its appearance: partial-volume blur,
+texture, bias field and noise."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
-from app.synth.shapes import TEXTURED, TISSUE_LABEL, rotation
+from app.synth.anatomy import Anatomy
+from app.synth.appearance import Appearance
+from app.synth.painting import paint
+from app.synth.shapes import rotation
 
-if TYPE_CHECKING:
-    from app.synth.phantom import Anatomy
-
-
-# ----------------------------------------------------------------------------- scanner
 SIZES = {
     # name: (in-plane spacing range mm, slice spacing range mm, max in-plane matrix)
     "full": ((0.6, 1.0), (1.0, 5.0), 512),
     "moderate": ((1.2, 2.0), (2.0, 5.0), 512),
     "small": ((2.6, 3.6), (3.0, 5.0), 256),
 }
+FIELDS = ("liver", "abdomen", "abdomen_pelvis", "chest_abdomen_pelvis")
+FIELD_P = (0.12, 0.43, 0.3, 0.15)
 
 
 @dataclass
@@ -29,80 +29,89 @@ class Grid:
     spacing: tuple[float, float, float]
     origin: np.ndarray
     direction: np.ndarray            # 3x3, columns = index axes in LPS
+    field: str = "abdomen"
+
+
+def field_of_view(rng, anat: Anatomy) -> tuple[str, float, float]:
+    """(kind, z_lo, z_hi): cropped around the liver, the abdomen, abdomen and pelvis, or chest to pelvis."""
+    u, s = rng.uniform, anat.s
+    kind = str(rng.choice(FIELDS, p=FIELD_P))
+    z_hi = anat.zdR + (u(120, 220) if kind == "chest_abdomen_pelvis" else u(10, 60))
+    if kind == "liver":
+        return kind, anat.zdR - u(120, 160) * s, anat.zdR + u(10, 40)
+    if kind == "abdomen":
+        return kind, min(anat.zk) - u(60, 130) * s, z_hi
+    return kind, anat.z_pelvis - u(150, 200) * s, z_hi
 
 
 def random_grid(rng, anat: Anatomy, size: str = "full") -> Grid:
     (s_lo, s_hi), (z_lo, z_hi), nmax = SIZES[size]
     sp = float(rng.uniform(s_lo, s_hi))
     sz = float(rng.uniform(z_lo, z_hi))
-    fov = max(2 * anat.a, 2 * anat.b + 40) * rng.uniform(1.05, 1.3)
+    kind, zf_lo, zf_hi = field_of_view(rng, anat)
+    half_w, half_d = anat.body_half_size
+    body = max(2 * half_w, 2 * half_d + 40)
+    # some scanners crop to the body, most leave air around it
+    fov = body * (rng.uniform(0.85, 1.0) if rng.random() < 0.25 else rng.uniform(1.05, 1.3))
     n = int(min(nmax, np.ceil(fov / sp)))
-    nz = int(np.ceil((anat.z_hi - anat.z_lo) / sz)) + 1
-    # direction: axial slices; common storage flips, sometimes head-first/feet-first, small tilt
+    nz = int(np.ceil((zf_hi - zf_lo) / sz)) + 1
+    # direction: axial slices; common storage flips, sometimes feet-first, a small tilt
     flips = [(1, 1), (-1, -1), (-1, 1), (1, -1)][int(rng.choice(4, p=[0.4, 0.4, 0.1, 0.1]))]
     fz = 1 if rng.random() < 0.8 else -1
     ang = np.deg2rad(rng.uniform(-8, 8)) if rng.random() < 0.3 else 0.0
     D = rotation(0, 0, ang) @ np.diag([flips[0], flips[1], fz]).astype(float)
-    centre = np.array([rng.uniform(-10, 10), rng.uniform(-10, 25), 0.5 * (anat.z_lo + anat.z_hi)])
+    # patient position: off-centre in the bore
+    centre = np.array([rng.uniform(-20, 20), rng.uniform(-10, 30), 0.5 * (zf_lo + zf_hi)])
     half = np.array([(n - 1) * sp, (n - 1) * sp, (nz - 1) * sz]) / 2
     origin = centre - D @ half
-    return Grid((n, n, nz), (sp, sp, sz), origin, D)
+    return Grid((n, n, nz), (sp, sp, sz), origin, D, kind)
 
 
-def render(anat: Anatomy, grid: Grid, rng, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Image (int16 HU) and label (uint8), numpy order (z, y, x)."""
+def _points(grid: Grid, i_mm, j_mm, k_mm) -> list[np.ndarray]:
+    """Patient (x, y, z) of the grid points with index offsets (mm along each index axis)."""
+    D, o = grid.direction, grid.origin
+    return [np.asarray(o[r] + D[r, 0] * i_mm + D[r, 1] * j_mm + D[r, 2] * k_mm, np.float32) for r in range(3)]
+
+
+def render(anat: Anatomy, look: Appearance, grid: Grid, rng, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Image (int16 HU) and full structure map (uint8), numpy order (z, y, x)."""
     nx, ny, nz = grid.shape
     sx, sy, sz = grid.spacing
-    D, o = grid.direction, grid.origin
-    ii = np.arange(nx, dtype=np.float32) * sx
-    jj = np.arange(ny, dtype=np.float32) * sy
-    J, I = np.meshgrid(jj, ii, indexing="ij")  # (ny, nx)
-    tissue = np.zeros((nz, ny, nx), np.uint8)
+    J, I = np.meshgrid(np.arange(ny, dtype=np.float32) * sy, np.arange(nx, dtype=np.float32) * sx, indexing="ij")
+    structures = np.zeros((nz, ny, nx), np.uint8)
     for k0 in range(0, nz, chunk):
-        ks = np.arange(k0, min(nz, k0 + chunk), dtype=np.float32) * sz
-        K = ks[:, None, None]
-        p = [o[r] + D[r, 0] * I[None] + D[r, 1] * J[None] + D[r, 2] * K for r in range(3)]
-        p = [np.broadcast_to(c, (len(ks), ny, nx)).astype(np.float32) for c in p]
-        tissue[k0:k0 + len(ks)] = anat.paint(*p)
-    label = TISSUE_LABEL[tissue]
-    hu = anat.hu[tissue]
-    # smooth texture on soft tissue, evaluated on a coarse grid and upsampled
-    tex = _coarse_texture(anat, grid, tissue.shape)
-    hu = hu + np.where(TEXTURED[tissue], tex * anat.texture_amp, 0).astype(np.float32)
-    # point-spread function + slice profile (partial volume)
-    psf_mm = rng.uniform(0.5, 1.0)
-    sig = (rng.uniform(0.3, 0.45), psf_mm / sy, psf_mm / sx)  # (z, y, x) in voxels
+        K = (np.arange(k0, min(nz, k0 + chunk), dtype=np.float32) * sz)[:, None, None]
+        p = [np.broadcast_to(c, (len(K), ny, nx)) for c in _points(grid, I[None], J[None], K)]
+        structures[k0:k0 + len(K)] = paint(anat, *p)
+    hu = look.structure_hu[structures]
+    tex, bias = _coarse_fields(look, grid, structures.shape)
+    hu += np.where(look.textured[structures], tex * look.texture_amp, 0).astype(np.float32)
+    hu += np.where(structures > 0, bias * look.bias_amp, 0).astype(np.float32)
+    sig = (look.slice_sigma, look.psf_mm / sy, look.psf_mm / sx)  # (z, y, x) in voxels
     hu = ndimage.gaussian_filter(hu, sig, truncate=2.5)
-    # noise, slightly correlated in-plane
-    sigma_n = rng.uniform(5, 25)
     noise = rng.standard_normal(hu.shape, dtype=np.float32)
-    corr = rng.uniform(0.0, 0.8)
-    if corr > 0.05:
-        noise = ndimage.gaussian_filter(noise, (0, corr, corr), truncate=2.0)
+    if look.noise_corr > 0.05:
+        noise = ndimage.gaussian_filter(noise, (0, look.noise_corr, look.noise_corr), truncate=2.0)
         noise /= max(float(noise.std()), 1e-6)
-    hu += noise * sigma_n
+    hu += noise * look.noise_hu
     if rng.random() < 0.15:  # outside the reconstruction circle, as some scanners store it
         c = (np.array([ny, nx]) - 1) / 2
         yy, xx = np.ogrid[:ny, :nx]
-        outside = ((yy - c[0]) ** 2 + (xx - c[1]) ** 2) > (min(nx, ny) / 2) ** 2
-        hu[:, outside] = -2048
-    img = np.clip(np.round(hu), -2048, 3071).astype(np.int16)
-    return img, label
+        hu[:, ((yy - c[0]) ** 2 + (xx - c[1]) ** 2) > (min(nx, ny) / 2) ** 2] = -2048
+    return np.clip(np.round(hu), -2048, 3071).astype(np.int16), structures
 
 
-def _coarse_texture(anat: Anatomy, grid: Grid, shape) -> np.ndarray:
+def _coarse_fields(look: Appearance, grid: Grid, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Texture and bias field, evaluated on a 6 mm in-plane grid and upsampled (both are smooth)."""
     nz, ny, nx = shape
     step = max(1, int(round(6.0 / grid.spacing[0])))
-    cj = np.arange(0, ny, step)
-    ci = np.arange(0, nx, step)
     sx, sy, sz = grid.spacing
-    J, I = np.meshgrid(cj * sy, ci * sx, indexing="ij")
+    J, I = np.meshgrid(np.arange(0, ny, step) * sy, np.arange(0, nx, step) * sx, indexing="ij")
     K = np.arange(nz, dtype=np.float32)[:, None, None] * sz
-    p = [grid.origin[r] + grid.direction[r, 0] * I[None] + grid.direction[r, 1] * J[None]
-         + grid.direction[r, 2] * K for r in range(3)]
-    t = anat.texture(*[np.asarray(c, np.float32) for c in p]).astype(np.float32)
-    zoom = (1, ny / t.shape[1], nx / t.shape[2])
-    out = ndimage.zoom(t, zoom, order=1)
-    return out[:, :ny, :nx]
-
-
+    p = _points(grid, I[None], J[None], K)
+    out = []
+    for field in (look.texture, look.bias):
+        t = np.asarray(field(*p), np.float32)
+        t = ndimage.zoom(t, (1, ny / t.shape[1], nx / t.shape[2]), order=1)[:, :ny, :nx]
+        out.append(t)
+    return out[0], out[1]

@@ -8,46 +8,48 @@ import numpy as np
 
 # ----------------------------------------------------------------------------- tissues
 AIR, SUBFAT, MUSCLE, VFAT, CORTEX, MARROW, DISC, CSF, LUNG, ARTERY, VEIN, BOWEL, GAS, ORAL, \
-    STOMACH_WALL, FLUID, GALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS, TABLE = range(24)
-N_TISSUES = 24
-
-TISSUE_LABEL = np.zeros(N_TISSUES, np.uint8)
-TISSUE_LABEL[LIVER] = 1
-TISSUE_LABEL[KCORTEX] = 2
-TISSUE_LABEL[KMEDULLA] = 2
-TISSUE_LABEL[SPLEEN] = 3
-TISSUE_LABEL[PANCREAS] = 4
+    STOMACH_WALL, FLUID, GALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS, TABLE, \
+    ADRENAL, FAECES, URINE = range(27)
+N_TISSUES = 27
 
 # Textured soft tissues (low-frequency intensity variation).
 TEXTURED = np.zeros(N_TISSUES, bool)
-TEXTURED[[MUSCLE, BOWEL, STOMACH_WALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS]] = True
+TEXTURED[[MUSCLE, BOWEL, STOMACH_WALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS, ADRENAL,
+          FAECES]] = True
 
 # HU ranges per contrast phase: (low, high) for the per-case mean. Sources: FLARE21 notes
 # (literature values, portal venous / native), plus common late-arterial values.
 HU_RANGES = {
     "native": {
-        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (38, 58), LIVER: (48, 68),
-        SPLEEN: (40, 55), PANCREAS: (28, 50), KCORTEX: (26, 42), KMEDULLA: (22, 36),
-        ARTERY: (35, 50), VEIN: (35, 50), BOWEL: (15, 45), STOMACH_WALL: (30, 50),
-        HEART: (35, 50),
+        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (35, 58), LIVER: (45, 68),
+        SPLEEN: (35, 55), PANCREAS: (20, 50), KCORTEX: (20, 42), KMEDULLA: (16, 36),
+        ARTERY: (30, 50), VEIN: (30, 50), BOWEL: (10, 45), STOMACH_WALL: (25, 50),
+        HEART: (30, 50), ADRENAL: (5, 35), URINE: (0, 20),
     },
     "arterial": {
         SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (45, 62), LIVER: (65, 90),
         SPLEEN: (100, 150), PANCREAS: (95, 130), KCORTEX: (170, 240), KMEDULLA: (60, 100),
         ARTERY: (230, 350), VEIN: (80, 130), BOWEL: (40, 90), STOMACH_WALL: (70, 110),
-        HEART: (180, 300),
+        HEART: (180, 300), ADRENAL: (50, 90), URINE: (0, 20),
     },
     "portal": {
         SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (50, 68), LIVER: (95, 125),
         SPLEEN: (105, 135), PANCREAS: (85, 112), KCORTEX: (150, 200), KMEDULLA: (120, 170),
         ARTERY: (140, 200), VEIN: (140, 200), BOWEL: (55, 105), STOMACH_WALL: (70, 110),
-        HEART: (130, 180),
+        HEART: (130, 180), ADRENAL: (50, 80), URINE: (0, 25),
+    },
+    # late/excretory phase: nephrogram homogeneous, contrast in the collecting system
+    "delayed": {
+        SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (45, 62), LIVER: (70, 100),
+        SPLEEN: (70, 100), PANCREAS: (60, 90), KCORTEX: (120, 180), KMEDULLA: (120, 190),
+        ARTERY: (90, 140), VEIN: (90, 140), BOWEL: (40, 80), STOMACH_WALL: (50, 90),
+        HEART: (90, 140), ADRENAL: (40, 70), URINE: (150, 700),
     },
 }
 HU_FIXED = {
     AIR: (-1010, -990), CORTEX: (600, 950), MARROW: (140, 300), DISC: (70, 110), CSF: (0, 20),
     LUNG: (-880, -800), GAS: (-1000, -900), ORAL: (180, 400), FLUID: (0, 20), GALL: (0, 25),
-    TABLE: (-400, -150),
+    TABLE: (-400, -150), FAECES: (-60, 60),
 }
 
 

@@ -1,0 +1,181 @@
+"""Paint an anatomy's structures (app.synth.structures ids) at patient points.
+
+Later writes overwrite earlier ones, so the order of the steps in `paint` is the order of
+precedence: body, muscles, hollow organs, vessels, solid organs, pelvis, bone, chest.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from app.synth.anatomy import Anatomy
+from app.synth.shapes import Canvas
+from app.synth.structures import ID
+
+
+def paint(anat: Anatomy, x, y, z) -> np.ndarray:
+    """Structure ids (uint8) at patient points (arrays of one shape)."""
+    d = anat.deform(x, y, z)
+    cv = Canvas(x + d[0], y + d[1], z + d[2])
+    rho, mean_r, inner, cavity = _body(anat, cv)
+    _back_muscles(anat, cv, inner, cavity)
+    _hollow_organs(anat, cv, cavity)
+    _vessels(anat, cv, cavity)
+    _solid_organs(anat, cv, cavity)
+    _pelvis(anat, cv, cavity)
+    rv = _spine(anat, cv)
+    ring = _ribs(anat, cv, rho, mean_r)
+    _chest(anat, cv, rho, ring, mean_r, rv)
+    return cv.T
+
+
+def _fill(cv: Canvas, struct, name: str, where=None, below: float = 0.0) -> tuple:
+    """Paint `name` where the structure's implicit value is under `below`. Returns (sub-box, value)."""
+    sl, v = cv.val(struct)
+    if sl is not None:
+        cv.put(sl, v < below, ID[name], where)
+    return sl, v
+
+
+def _body(anat, cv):
+    """Abdominal cavity, muscle wall and subcutaneous fat around it, and the table under the body.
+
+    Returns (rho, mean_r, inner, cavity): the radius normalised to the cavity, its mean in mm, and
+    the masks inside the muscle wall's outer surface and inside the cavity.
+    """
+    x, y, z, T = cv.x, cv.y, cv.z, cv.T
+    a, b = anat.cav_a, anat.cav_b
+    bb = np.where(y > 0, b * 0.92, b)  # flatter at the back
+    rho = np.sqrt((x / a) ** 2 + (y / bb) ** 2) + anat.body_wave(x, y, z)
+    mean_r = 0.5 * (a + b)
+    inner = rho < 1.0 + anat.wall / mean_r
+    T[rho < 1.0 + (anat.wall + anat.fat) / mean_r] = ID["subcutaneous_fat"]
+    T[inner] = ID["abdominal_wall_muscle"]
+    cavity = rho < 1.0
+    T[cavity] = ID["visceral_fat"]
+    ty = b + anat.wall + anat.fat + anat.tbl_gap
+    T[(y > ty) & (y < ty + 12) & (np.abs(x) < 230)] = ID["table"]
+    return rho, mean_r, inner, cavity
+
+
+def _back_muscles(anat, cv, inner, cavity):
+    """Paraspinal muscles behind the spine, psoas beside it, growing downwards."""
+    x, y, z = cv.x, cv.y, cv.z
+    yv, s = anat.yv, anat.s
+    para = ((np.abs(x) - 38 * s) / (32 * s)) ** 2 + ((y - (yv + 45 * s)) / (28 * s)) ** 2 < 1
+    cv.putf(para, ID["paraspinal_muscle"], inner)
+    pr = np.clip(6 + 0.18 * (max(anat.zk) + 40 - z), 0, 28) * s
+    psoas = ((np.abs(x) - (32 * s + 0.6 * pr)) ** 2 + (y - yv) ** 2) < pr ** 2
+    cv.putf(psoas, ID["psoas"], cavity)
+
+
+def _hollow_organs(anat, cv, cavity):
+    """Small bowel, colon (faeces mottled with gas), duodenum and stomach with their contents."""
+    for tube, content in anat.small_bowel:
+        sl, v = _fill(cv, tube, "small_bowel_wall", cavity)
+        if sl is not None and content != "wall":
+            cv.put(sl, v < -0.3, ID[f"small_bowel_{content}"], cavity)
+    sl, v = _fill(cv, anat.colon, "colon_wall", cavity)
+    if sl is not None:
+        gas = anat.faeces_pattern(cv.x[sl], cv.y[sl], cv.z[sl]) > 0.3 * (1 - 2 * anat.colon_gas_share)
+        cv.put(sl, v < -0.18, ID["colon_faeces"], cavity)
+        cv.put(sl, (v < -0.18) & gas, ID["colon_gas"], cavity)
+    sl, v = _fill(cv, anat.duodenum, "duodenum_wall", cavity)
+    if sl is not None:
+        cv.put(sl, v < -0.45, ID["duodenum_content"], cavity)
+    sl, v = _fill(cv, anat.stomach, "stomach_wall", cavity)
+    if sl is not None:
+        cv.put(sl, v < -0.12, ID[f"stomach_{anat.stomach_content}"], cavity)
+        if anat.stomach_gas:
+            top = cv.y[sl] < anat.stomach.c[1] - 0.35 * anat.stomach.r[1]  # gas rises anteriorly (supine)
+            cv.put(sl, (v < -0.12) & top, ID["stomach_gas"], cavity)
+
+
+def _vessels(anat, cv, cavity):
+    """Aorta and IVC (also outside the cavity), SMA, renal vessels and the portal vein."""
+    _fill(cv, anat.aorta, "aorta")
+    _fill(cv, anat.ivc, "ivc")
+    for struct, name in ((anat.sma, "sma"), *((t, "renal_vein") for t in anat.renal_veins),
+                         *((t, "renal_artery") for t in anat.renal_arteries),
+                         (anat.portal, "portal_vein")):
+        _fill(cv, struct, name, cavity)
+
+
+def _solid_organs(anat, cv, cavity):
+    """Spleen, liver, gallbladder, pancreas with the splenic vein along it, adrenals, kidneys.
+
+    The pancreas and the kidneys come after the liver and the spleen: they indent them, as the
+    renal impression does, instead of disappearing inside them.
+    """
+    for e in anat.spleen:
+        _fill(cv, e, "spleen", cavity)
+    for e in anat.liver:
+        _fill(cv, e, "liver", cavity)
+    if anat.gall is not None:
+        _fill(cv, anat.gall, "gallbladder", cavity)
+    _fill(cv, anat.pancreas, "pancreas", cavity)
+    _fill(cv, anat.splenic_v, "splenic_vein", cavity)
+    for adrenal in anat.adrenals:
+        _fill(cv, adrenal, "adrenal", cavity)
+    for k, m, sn, pv in zip(anat.kidneys, anat.medulla, anat.sinus, anat.pelvis):
+        if _fill(cv, k, "kidney_cortex", cavity)[0] is None:
+            continue
+        for struct, name in ((m, "kidney_medulla"), (sn, "renal_sinus"), (pv, "renal_pelvis")):
+            sl, v = cv.val(struct)
+            if sl is not None:
+                rim = k.value(cv.x[sl], cv.y[sl], cv.z[sl]) < -0.12   # the cortex keeps a rim
+                cv.put(sl, (v < 0) & rim, ID[name], cavity)
+
+
+def _pelvis(anat, cv, cavity):
+    """Iliac wings (a thin cortical plate with marrow) and the bladder."""
+    for wing in anat.iliac:
+        sl, v = cv.val(wing)
+        if sl is not None:
+            cv.put(sl, v < 0, ID["iliac_cortex"])
+            cv.put(sl, v < -0.45, ID["iliac_marrow"])
+    _fill(cv, anat.bladder, "bladder", cavity)
+
+
+def _spine(anat, cv):
+    """Vertebral bodies with discs at fixed levels, canal, posterior elements. Returns the body radius."""
+    x, y, z = cv.x, cv.y, cv.z
+    yv, s = anat.yv, anat.s
+    vx, vy = anat.vr
+    rv = np.sqrt((x / vx) ** 2 + ((y - yv) / vy) ** 2)
+    level = np.mod(z - anat.disc_z, anat.vert_pitch)
+    cv.putf(rv < 1.0, ID["vertebral_cortex"])
+    cv.putf(rv < 0.86, ID["vertebral_marrow"])
+    cv.putf((rv < 1.0) & (level < 7 * s), ID["intervertebral_disc"])
+    cy = yv + vy + 11 * s
+    rc = np.sqrt(x ** 2 + (y - cy) ** 2)
+    cv.putf((rc < 16 * s) & (rc > 9 * s) & (level > 9 * s), ID["vertebral_cortex"])
+    cv.putf((np.abs(x) < 4 * s) & (y > cy) & (y < cy + 40 * s) & (level > 12 * s), ID["vertebral_cortex"])
+    cv.putf(rc < 9 * s, ID["spinal_canal"])
+    return rv
+
+
+def _ribs(anat, cv, rho, mean_r):
+    """Ribs: bands just inside the muscle wall, descending anteriorly. Returns the rib ring radius."""
+    x, y, z, s = cv.x, cv.y, cv.z, anat.s
+    ring = 1.0 + 0.5 * anat.wall / mean_r
+    phi_back = np.abs(np.arctan2(x, y))         # 0 at the back, pi at the front
+    zr = z - anat.rib_z0 + anat.rib_slope * phi_back / np.pi
+    kk = np.round(zr / anat.rib_pitch)
+    near = (np.abs(zr - kk * anat.rib_pitch) < 5.5 * s) & (kk >= 0) & (kk < anat.n_ribs)
+    near &= (np.abs(rho - ring) * mean_r < 5.5 * s) & (phi_back > 0.25) & (phi_back < 2.3 - 0.08 * np.minimum(kk, 6))
+    cv.putf(near, ID["rib"])
+    return ring
+
+
+def _chest(anat, cv, rho, ring, mean_r, rv):
+    """Diaphragm over both domes, lungs above them (outside the mediastinum), heart."""
+    x, y, z, s = cv.x, cv.y, cv.z, anat.s
+    chest = rho < ring - 4 / mean_r
+    domeR, domeL = anat.dome(x, y, False), anat.dome(x, y, True)
+    dome = np.where(x < 0, domeR, domeL)
+    cv.putf(chest & (np.abs(z - dome) < 3.5) & (rv > 1.05), ID["diaphragm"])
+    lungR = chest & (z > domeR + 3.5) & (x < -22 * s)
+    lungL = chest & (z > domeL + 3.5) & (x > 22 * s)
+    media = (np.abs(x) < 45 * s) & (y > anat.yv - 5)
+    cv.putf((lungR | lungL) & ~media & (rv > 1.05), ID["lung"])
+    cv.putf((anat.heart.value(x, y, z) < 0) & (z > domeL + 5), ID["heart"], chest)

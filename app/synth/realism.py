@@ -1,0 +1,140 @@
+"""Realism checks of the phantoms against patient anatomy (ranges from the FLARE21 notes).
+
+    python -m app.synth.realism --cases 12 --seed 5 [--preview OUT.png --real-ct CT --real-labels LAB]
+
+- organ volumes, measured on the whole anatomy (a 4 mm grid over the body, so no field-of-view
+  crop), against typical adult volumes;
+- median organ HU per contrast phase, on rendered phantoms, against literature ranges;
+- positions: liver right, spleen left and posterior, kidneys beside the spine at about T12-L3 with
+  the right one lower, pancreas anterior to the aorta with its tail near the splenic hilum.
+With --preview, the phantom and the real CT are drawn side by side, one above the other.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.synth.anatomy import Anatomy
+from app.synth.painting import paint
+from app.synth.structures import FLARE_OF, ID
+
+# Typical adult volumes, ml (FLARE21 notes), and the wider range every single phantom must keep.
+TYPICAL_ML = {"liver": (1200, 1800), "kidney": (250, 350), "spleen": (150, 250), "pancreas": (60, 100)}
+ALLOWED_ML = {"liver": (700, 2600), "kidney": (160, 480), "spleen": (70, 450), "pancreas": (30, 170)}
+# Median organ HU per phase (literature values with room for partial volume and calibration).
+HU_RANGE = {
+    "native": {"liver": (0, 80), "spleen": (20, 65), "kidney": (5, 50), "pancreas": (-40, 60)},
+    "portal": {"liver": (75, 140), "spleen": (85, 150), "kidney": (100, 215), "pancreas": (15, 125)},
+}
+ORGAN_LABEL = {"liver": 1, "kidney": 2, "spleen": 3, "pancreas": 4}
+STEP_MM = 4.0
+
+
+@dataclass
+class AnatomyFacts:
+    volumes_ml: dict[str, float]
+    centroids: dict[str, np.ndarray]   # LPS mm
+    kidney_centres_z: tuple[float, float]
+    kidney_levels: tuple[float, float]  # vertebrae below (-) or above (+) the L1/L2 disc, per kidney centre
+    pancreas_tail_to_spleen_mm: float
+    liver_top_below_dome_mm: float
+
+
+def anatomy_facts(anat: Anatomy) -> AnatomyFacts:
+    """Volumes and positions of the organs of one anatomy, on a 4 mm grid over the whole body."""
+    half_w, half_d = anat.body_half_size
+    xs = np.arange(-half_w - 8, half_w + 8, STEP_MM, dtype=np.float32)
+    ys = np.arange(-half_d - 8, half_d + 8, STEP_MM, dtype=np.float32)
+    zs = np.arange(anat.z_pelvis - 120, anat.zdR + 40, STEP_MM, dtype=np.float32)
+    z, y, x = np.meshgrid(zs, ys, xs, indexing="ij")
+    structures = paint(anat, x, y, z)
+    flare = FLARE_OF[structures]
+    vox_ml = STEP_MM ** 3 / 1000
+    volumes = {name: float((flare == lab).sum() * vox_ml) for name, lab in ORGAN_LABEL.items()}
+    cents = {name: _centroid(flare == lab, x, y, z) for name, lab in ORGAN_LABEL.items()}
+    cents["aorta"] = _centroid(structures == ID["aorta"], x, y, z)
+    kz = tuple(float(k.c[2]) for k in anat.kidneys)
+    levels = tuple((zk - anat.disc_z) / anat.vert_pitch for zk in kz)
+    tail = anat.pancreas.pts[-1]
+    spleen_pts = np.stack([x[flare == 3], y[flare == 3], z[flare == 3]], 1)
+    tail_gap = float(np.min(np.linalg.norm(spleen_pts - tail, axis=1))) if len(spleen_pts) else np.inf
+    liver_top = float(z[flare == 1].max()) if (flare == 1).any() else -np.inf
+    return AnatomyFacts(volumes, cents, kz, levels, tail_gap, anat.zdR - liver_top)
+
+
+def _centroid(mask, x, y, z) -> np.ndarray:
+    if not mask.any():
+        return np.full(3, np.nan)
+    return np.array([x[mask].mean(), y[mask].mean(), z[mask].mean()])
+
+
+def position_problems(f: AnatomyFacts) -> list[str]:
+    """What is anatomically out of place in one phantom (empty: nothing)."""
+    c = f.centroids
+    rules = [
+        (c["liver"][0] < -20, "liver centroid is not on the patient's right"),
+        (c["spleen"][0] > 40, "spleen is not on the left"),
+        (c["spleen"][1] > c["pancreas"][1], "spleen is not posterior to the pancreas"),
+        (c["kidney"][1] > c["pancreas"][1] + 20, "kidneys are not posterior to the pancreas"),
+        (c["pancreas"][1] < c["aorta"][1], "pancreas is not anterior to the aorta"),
+        (f.kidney_centres_z[0] < f.kidney_centres_z[1] + 10, "right kidney is well above the left"),
+        (all(-2.5 < lv < 1.5 for lv in f.kidney_levels), "kidney centres are not at about L1-L2 (T12-L3 span)"),
+        (f.pancreas_tail_to_spleen_mm < 50, "pancreas tail is far from the splenic hilum"),
+        (-15 < f.liver_top_below_dome_mm < 25, "liver dome is not under the right hemidiaphragm"),
+        (c["spleen"][2] > c["kidney"][2], "spleen is not above the kidneys' centre"),
+    ]
+    return [msg for ok, msg in rules if not ok]
+
+
+def volume_problems(f: AnatomyFacts) -> list[str]:
+    return [f"{organ} {f.volumes_ml[organ]:.0f} ml outside {lo}-{hi}"
+            for organ, (lo, hi) in ALLOWED_ML.items() if not lo <= f.volumes_ml[organ] <= hi]
+
+
+def organ_median_hu(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {name: float(np.median(image[labels == lab])) for name, lab in ORGAN_LABEL.items()
+            if (labels == lab).sum() > 50}
+
+
+def hu_problems(phase: str, medians: dict[str, float]) -> list[str]:
+    ranges = HU_RANGE.get(phase, {})
+    return [f"{phase} {organ} median {hu:.0f} HU outside {ranges[organ]}" for organ, hu in medians.items()
+            if organ in ranges and not ranges[organ][0] <= hu <= ranges[organ][1]]
+
+
+def main(argv=None) -> int:
+    from app.synth.phantom import make_phantom
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--size", default="small")
+    ap.add_argument("--preview", default=None, help="PNG: the first phantom above the real CT")
+    ap.add_argument("--real-ct", default="tests/data/example_ct.nii.gz")
+    ap.add_argument("--real-labels", default="tests/data/example_flare_labels.nii.gz")
+    args = ap.parse_args(argv)
+    problems = 0
+    for i in range(args.cases):
+        anat = Anatomy(np.random.default_rng([args.seed, i]))
+        facts = anatomy_facts(anat)
+        ph = make_phantom(args.seed, i, args.size)
+        issues = position_problems(facts) + volume_problems(facts)
+        if not ph.info["random_contrast"]:
+            issues += hu_problems(ph.info["phase"], organ_median_hu(ph.image, ph.labels))
+        problems += len(issues)
+        vols = " ".join(f"{k} {v:.0f}" for k, v in facts.volumes_ml.items())
+        print(f"case {i}: {ph.info['phase']:8s} {ph.info['field']:21s} ml: {vols}  "
+              f"kidney levels {facts.kidney_levels[0]:+.1f}/{facts.kidney_levels[1]:+.1f}  "
+              f"{'; '.join(issues) or 'ok'}")
+    if args.preview:
+        from app.synth.compare import side_by_side
+        side_by_side(make_phantom(args.seed, 0, "moderate"), args.real_ct, args.real_labels, args.preview)
+        print(f"preview: {args.preview}")
+    print(f"problems={problems}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""The one registry of phantom structures: the full label map a phantom is painted in.
+
+Each structure has an id (its value in the full label map), a name, the tissue its attenuation
+is drawn from, and its FLARE21 label. The FLARE labels (1 liver, 2 kidney, 3 spleen, 4 pancreas)
+are a projection of the full map: `FLARE_OF[structure_map]`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.synth.shapes import (
+    ADRENAL, AIR, ARTERY, BOWEL, CORTEX, CSF, DISC, FAECES, FLUID, GALL, GAS, HEART, KCORTEX, KMEDULLA,
+    LIVER, LUNG, MARROW, MUSCLE, ORAL, PANCREAS, SPLEEN, STOMACH_WALL, SUBFAT, TABLE, URINE, VEIN, VFAT,
+)
+
+
+@dataclass(frozen=True)
+class Structure:
+    name: str
+    tissue: int
+    flare: int = 0
+
+
+STRUCTURES: tuple[Structure, ...] = (
+    Structure("outside", AIR),
+    Structure("subcutaneous_fat", SUBFAT),
+    Structure("abdominal_wall_muscle", MUSCLE),
+    Structure("visceral_fat", VFAT),
+    Structure("paraspinal_muscle", MUSCLE),
+    Structure("psoas", MUSCLE),
+    Structure("table", TABLE),
+    Structure("vertebral_cortex", CORTEX),
+    Structure("vertebral_marrow", MARROW),
+    Structure("intervertebral_disc", DISC),
+    Structure("spinal_canal", CSF),
+    Structure("rib", CORTEX),
+    Structure("iliac_cortex", CORTEX),
+    Structure("iliac_marrow", MARROW),
+    Structure("lung", LUNG),
+    Structure("diaphragm", MUSCLE),
+    Structure("heart", HEART),
+    Structure("liver", LIVER, 1),
+    Structure("gallbladder", GALL),
+    Structure("spleen", SPLEEN, 3),
+    Structure("kidney_cortex", KCORTEX, 2),
+    Structure("kidney_medulla", KMEDULLA, 2),
+    Structure("renal_sinus", VFAT, 2),
+    Structure("renal_pelvis", URINE, 2),
+    Structure("adrenal", ADRENAL),
+    Structure("pancreas", PANCREAS, 4),
+    Structure("aorta", ARTERY),
+    Structure("sma", ARTERY),
+    Structure("renal_artery", ARTERY),
+    Structure("ivc", VEIN),
+    Structure("portal_vein", VEIN),
+    Structure("splenic_vein", VEIN),
+    Structure("renal_vein", VEIN),
+    Structure("stomach_wall", STOMACH_WALL),
+    Structure("stomach_fluid", FLUID),
+    Structure("stomach_oral_contrast", ORAL),
+    Structure("stomach_food", BOWEL),
+    Structure("stomach_gas", GAS),
+    Structure("duodenum_wall", BOWEL),
+    Structure("duodenum_content", FLUID),
+    Structure("small_bowel_wall", BOWEL),
+    Structure("small_bowel_fluid", FLUID),
+    Structure("small_bowel_oral_contrast", ORAL),
+    Structure("small_bowel_gas", GAS),
+    Structure("colon_wall", BOWEL),
+    Structure("colon_faeces", FAECES),
+    Structure("colon_gas", GAS),
+    Structure("bladder", URINE),
+)
+ID = {s.name: i for i, s in enumerate(STRUCTURES)}
+TISSUE_OF = np.array([s.tissue for s in STRUCTURES], np.uint8)
+FLARE_OF = np.array([s.flare for s in STRUCTURES], np.uint8)
+N_STRUCTURES = len(STRUCTURES)
+
+
+def legend() -> dict[str, str]:
+    """{id: name} of the full label map, for the JSON written beside it."""
+    return {str(i): s.name for i, s in enumerate(STRUCTURES)}
