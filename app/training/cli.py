@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="torch/numpy seed, recorded in the manifest")
     parser.add_argument("--data-description", type=Path, default=None,
                         help="JSON file describing the data (recorded in MANIFEST.json)")
+    _add_starting_point_arguments(parser)
+    _add_hardware_fit_arguments(parser)
+    _add_resume_arguments(parser)
+
+
+def _add_starting_point_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the folds start from (the CPU demo's shortcuts; the real recipe starts from scratch)."""
     parser.add_argument("--warm-start-epochs", type=int, default=0,
                         help="CPU demo shortcut: first train one model on all cases for this many epochs and "
                              "start every fold from it (default 0: every fold from scratch)")
@@ -52,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="initial learning rate of the folds (default: nnunet's 1e-2)")
     parser.add_argument("--fold-init", type=Path, default=None,
                         help="start every fold from this checkpoint (.model) instead of from scratch")
+
+
+def _add_hardware_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Fitting a run to the machine at hand."""
     parser.add_argument("--time-budget-min", type=float, default=None,
                         help="wall-clock minutes per fold: after 3 epochs the epoch count is fitted to it, and the "
                              "CE-to-Dice schedule and learning rate run their full course within it (--epochs caps "
@@ -63,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train the folds at the same time, one process each (logs in WORK_DIR/parallel)")
     parser.add_argument("--measure-predict-on", type=Path, default=None,
                         help="after export, time `python -m app predict` on this CT and record it")
+    parser.add_argument("--validation-cases", type=int, default=None,
+                        help="validate each fold on its first K held-out cases only (checks on small machines; "
+                             "0: no validation and no postprocessing choice). Default: nnU-Net's full validation")
+
+
+def _add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    """Runs in pieces: interrupted, continued, or one fold per cluster job."""
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="resume every unfinished fold from its latest checkpoint (epoch, optimiser, learning "
                              "rate, CE-to-Dice weights, fitted epoch count), as nnU-Net v1's -c; give the first "
@@ -73,9 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prepare-only", action="store_true",
                         help="plan, preprocess, unpack and write the 5-fold split, then stop: run once before "
                              "one job per fold (SLURM array, Kubernetes indexed job) on the same --work-dir")
-    parser.add_argument("--validation-cases", type=int, default=None,
-                        help="validate each fold on its first K held-out cases only (checks on small machines; "
-                             "0: no validation and no postprocessing choice). Default: nnU-Net's full validation")
 
 
 def run(args: argparse.Namespace) -> int:
