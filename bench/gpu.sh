@@ -1,6 +1,7 @@
 #!/bin/sh
 # The GPU benchmark, in one run of at most 10 minutes (see bench/gpu.py and BENCHMARKS.md).
 # Python packages missing on the GPU machine come as wheels in .whl/ (see BENCHMARKS.md).
+# `sh bench/gpu.sh --tiny` checks the script on a CPU; PYTHON picks the interpreter (python3).
 set -eu
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then
@@ -12,4 +13,4 @@ fi
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-python3 -m bench.gpu --out "${OUT:-bench/out/gpu}" "$@"
+"${PYTHON:-python3}" -m bench.gpu --out "${OUT:-bench/out/gpu}" "$@"

@@ -131,3 +131,10 @@ def test_network_built_on_meta_and_assigned_equals_a_normal_build():
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x.contiguous(memory_format=torch.channels_last_3d)), reference(x),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_first_argmax_is_numpys_argmax_ties_included():
+    from app.inference.resample import first_argmax
+    rng = np.random.default_rng(4)
+    probs = rng.integers(0, 3, (5, 6, 7, 8)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(first_argmax(torch.from_numpy(probs)).numpy(), probs.argmax(0).astype(np.uint8))

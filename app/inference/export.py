@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from app.inference.preprocess import Preprocessed
-from app.inference.resample import resample_argmax, separate_z_axis
+from app.inference.resample import first_argmax, resample_argmax, separate_z_axis
 from app.inference.stages import StageTimer
 from app.inference.weights import Plan
 
@@ -21,7 +21,7 @@ def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan,
     target = case.cropped_shape
     if tuple(probs.shape[1:]) == tuple(target):
         with timer.stage("argmax"):
-            cropped = probs.argmax(0).to(torch.uint8).cpu().numpy()
+            cropped = first_argmax(probs).cpu().numpy()
     else:
         axis = separate_z_axis(case.original_spacing, case.spacing_after_resampling,
                                plan.separate_z_anisotropy_threshold)

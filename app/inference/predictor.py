@@ -115,6 +115,7 @@ class Predictor:
         with timer.stage("reorient"):
             oriented = reorient(image, self.plan.training_orientation)
         case = self.preprocess(oriented, timer)
+        self._release_cached_memory()
         with timer.stage("network"):
             probs = self._probabilities_with_fallback(case.data)
             case = replace(case, data=None)  # the network input is no longer needed

@@ -99,6 +99,34 @@ def _resample_dim(x: torch.Tensor, dim: int, n_out: int, nearest: bool) -> torch
     return _blend(x, dim, *_linear_taps(n_in, n_out))
 
 
+def _resample_plane(slab: torch.Tensor, shape_yx: tuple[int, int], separate_axis: int | None) -> torch.Tensor:
+    """The in-plane axes of a (C, rows, Y, X) slab: nearest along a separate axis, linear along
+    the others through torch's bilinear interpolation (align_corners=False clamps at the edges
+    as v1's order-1 zoom does; an axis kept at its size is an exact identity there). Index
+    gathers along inner axes are about 50x slower than this on the CPU."""
+    for dim in (1, 2):
+        if separate_axis == dim:
+            slab = _resample_dim(slab, dim + 1, shape_yx[dim - 1], nearest=True)
+    if tuple(slab.shape[2:]) == tuple(shape_yx):
+        return slab
+    classes, rows = slab.shape[:2]
+    flat = slab.reshape(1, classes * rows, *slab.shape[2:])
+    return torch.nn.functional.interpolate(flat, size=shape_yx, mode="bilinear",
+                                           align_corners=False).reshape(classes, rows, *shape_yx)
+
+
+def first_argmax(probs: torch.Tensor) -> torch.Tensor:
+    """argmax over axis 0 as uint8, the first class winning ties as in numpy; one elementwise pass
+    per class, several times faster on the CPU than torch's reduction over the outer axis."""
+    best = probs[0].clone()
+    labels = torch.zeros(probs.shape[1:], dtype=torch.uint8, device=probs.device)
+    for label in range(1, probs.shape[0]):
+        better = probs[label] > best
+        best = torch.where(better, probs[label], best)
+        labels.masked_fill_(better, label)
+    return labels
+
+
 def resample_argmax(probs: torch.Tensor, new_shape: Sequence[int], separate_axis: int | None,
                     max_chunk_bytes: int = 256 << 20, timer: "StageTimer | None" = None) -> np.ndarray:
     """Resample class probabilities (C, Z, Y, X) to new_shape and take the argmax, in chunks of
@@ -124,10 +152,8 @@ def resample_argmax(probs: torch.Tensor, new_shape: Sequence[int], separate_axis
             lower, upper, weight = _linear_taps(n_in, new_shape[0], rows)
         first, last = int(lower.min()), int(upper.max()) + 1
         with timer.stage("export_resampling"):
-            slab = probs[:, first:last].float()
-            for dim in (1, 2):
-                slab = _resample_dim(slab, dim + 1, new_shape[dim], nearest=separate_axis == dim)
+            slab = _resample_plane(probs[:, first:last].float(), new_shape[1:], separate_axis)
             slab = _blend(slab, 1, lower - first, upper - first, weight)
         with timer.stage("argmax"):
-            out[rows[0]:rows[-1] + 1] = slab.argmax(0).to(torch.uint8).cpu().numpy()
+            out[rows[0]:rows[-1] + 1] = first_argmax(slab).cpu().numpy()
     return out
