@@ -54,6 +54,21 @@ def test_nonzero_bbox_counts_nan_and_keeps_all_zero_volumes_whole():
     assert nonzero_bbox_torch(torch.from_numpy(volume)) == (slice(1, 5), slice(2, 6), slice(3, 4))
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint16])
+def test_crop_on_device_equals_the_numpy_crop(dtype):
+    from app.inference.device_preprocess import crop_on_device
+    from app.inference.preprocess import crop_to_float32
+    volume = np.zeros((9, 11, 13), dtype=dtype)
+    volume[2:7, 3:9, 1:12] = np.random.default_rng(1).integers(1, 300, (5, 6, 11)).astype(dtype)
+    if dtype == np.float32:
+        volume[3, 4, 5] = np.nan
+    plan = _plan((1.0, 1.0, 1.0), (2, 0, 1), {"mean": 0.0, "sd": 1.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0})
+    ours, bbox = crop_on_device(volume, plan, torch.device("cpu"))
+    expected, expected_bbox = crop_to_float32(volume, plan)
+    assert bbox == expected_bbox and not np.isnan(expected).any()
+    np.testing.assert_array_equal(ours.numpy(), expected)
+
+
 def _ct_file(path, size_xyz, spacing, dtype, seed, nan=False):
     rng = np.random.default_rng(seed)
     nx, ny, nz = size_xyz

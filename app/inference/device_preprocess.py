@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import torch
 
-from app.inference.preprocess import Preprocessed
+from app.inference.preprocess import Preprocessed, crop_to_float32
 from app.inference.resample import resampled_shape, separate_z_axis
 from app.inference.resample_matrix import resample_image_torch
 from app.inference.stages import StageTimer
@@ -45,6 +45,17 @@ def nonzero_bbox_torch(volume: torch.Tensor) -> tuple[slice, slice, slice]:
     return tuple(bbox)
 
 
+def crop_on_device(volume: np.ndarray, plan: Plan, device: torch.device) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """preprocess.crop_to_float32 where the network runs: the raw CT goes over in its own pixel
+    type (int16: half the bytes of float32), and is cropped, transposed and converted there."""
+    raw = raw_to_device(volume, device)
+    bbox = nonzero_bbox_torch(raw)
+    data = raw[bbox].permute(*plan.transpose_forward).to(torch.float32, copy=True).contiguous()
+    if raw.is_floating_point():  # only floating-point pixels can be NaN
+        data.masked_fill_(torch.isnan(data), 0.0)
+    return data, bbox
+
+
 def normalise_ct_torch(data: torch.Tensor, plan: Plan) -> torch.Tensor:
     return data.clamp_(plan.intensity_lower, plan.intensity_upper).sub_(plan.intensity_mean).div_(plan.intensity_sd)
 
@@ -53,11 +64,11 @@ def preprocess_on_device(volume: np.ndarray, spacing_zyx: tuple[float, ...], pla
                          timer: StageTimer | None = None) -> Preprocessed:
     timer = timer or StageTimer()
     with timer.stage("crop"):
-        raw = raw_to_device(volume, device)
-        bbox = nonzero_bbox_torch(raw)
-        data = raw[bbox].permute(*plan.transpose_forward).to(torch.float32, copy=True).contiguous()
-        del raw
-        data.masked_fill_(torch.isnan(data), 0.0)
+        if device.type == "cpu":  # numpy's compare and convert measured 3-7x faster than torch's here
+            cropped, bbox = crop_to_float32(volume, plan)
+            data = torch.from_numpy(cropped)
+        else:
+            data, bbox = crop_on_device(volume, plan, device)
     spacing_t = tuple(spacing_zyx[a] for a in plan.transpose_forward)
     with timer.stage("resample"):
         axis = separate_z_axis(spacing_t, plan.target_spacing, plan.separate_z_anisotropy_threshold)

@@ -47,17 +47,24 @@ def normalise_ct(data: np.ndarray, plan: Plan) -> np.ndarray:
     return data
 
 
+def crop_to_float32(volume: np.ndarray, plan: Plan) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
+    """Crop to the nonzero box, transpose to the network's axis order, float32, NaN to 0."""
+    bbox = nonzero_bbox(volume)
+    data = np.ascontiguousarray(volume[bbox].transpose(plan.transpose_forward), dtype=np.float32)
+    if np.shares_memory(data, volume):  # float32, uncropped, untransposed: never write into the input
+        data = data.copy()
+    if volume.dtype.kind == "f":  # only floating-point pixels can be NaN
+        data[np.isnan(data)] = 0
+    return data, bbox
+
+
 def preprocess(volume: np.ndarray, spacing_zyx: tuple[float, ...], plan: Plan,
                timer: StageTimer | None = None) -> Preprocessed:
     """`volume` may be a read-only view in any pixel type: the one float32 copy is made after
     cropping and transposing, so a 512 x 512 x 1000 CT costs about 4 bytes per voxel here."""
     timer = timer or StageTimer()
     with timer.stage("crop"):
-        bbox = nonzero_bbox(volume)
-        data = np.ascontiguousarray(volume[bbox].transpose(plan.transpose_forward), dtype=np.float32)
-        if np.shares_memory(data, volume):  # float32, uncropped, untransposed: never write into the input
-            data = data.copy()
-        data[np.isnan(data)] = 0
+        data, bbox = crop_to_float32(volume, plan)
     spacing_t = tuple(spacing_zyx[a] for a in plan.transpose_forward)
     with timer.stage("resample"):
         axis = separate_z_axis(spacing_t, plan.target_spacing, plan.separate_z_anisotropy_threshold)
