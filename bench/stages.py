@@ -150,7 +150,7 @@ def table(v1: dict, ours: dict, host: dict) -> list[str]:
     rows = [
         ("read + preprocess", v1["read_preprocess"], ours_pre,
          f"ours: read {ours['read']:.2f}, crop {ours['crop']:.2f}, resample {ours['resample']:.2f}, "
-         f"normalise {ours['normalise']:.2f} (torch); numpy path {host_pre:.2f} s"),
+         f"normalise {ours['normalise']:.2f} (device path); all-numpy path {host_pre:.2f} s"),
         ("export: resample + argmax", v1["export"], ours_export,
          f"v1 includes its write; ours: resampling {ours.get('export_resampling', 0.0):.2f}, argmax {ours['argmax']:.2f}"),
         ("postprocess", v1["postprocess"], ours["postprocess"], "v1: load_remove_save reads and writes the mask again"),
