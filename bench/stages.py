@@ -82,7 +82,7 @@ def quiet():
             sys.stdout = saved
 
 
-def run_v1(ct_path: Path, plans: dict, work: Path) -> tuple[dict, np.ndarray, dict]:
+def run_v1(ct_path: Path, plans: dict) -> tuple[dict, np.ndarray, dict]:
     from nnunet.preprocessing.preprocessing import GenericPreprocessor
     intensity = plans["dataset_properties"]["intensityproperties"]
     preprocessor = GenericPreprocessor({0: "CT"}, {0: False}, list(plans["transpose_forward"]), intensity)
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     ct_path = work / "ct_0000.nii.gz"
     sitk.WriteImage(synthetic_ct(args.size), str(ct_path), True)
 
-    v1_times, v1_image, properties = run_v1(ct_path, plans, work)
+    v1_times, v1_image, properties = run_v1(ct_path, plans)
     host_times, host_case, _ = run_ours(ct_path, plan, "host")
     del host_case
     ours_times, case, loaded = run_ours(ct_path, plan, "device")

@@ -12,12 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-# Per-case stages in the order a case passes through them (the log keeps this order).
-CASE_STAGES = ("read", "reorient", "crop", "resample", "normalise", "network",
-               "export_resampling", "argmax", "postprocess", "write", "volumes")
-PROCESS_STAGES = ("interpreter_and_imports", "cuda_init", "weight_load")
-
-
 def seconds_since_process_start() -> float | None:
     """Seconds since the kernel started this process, or None where /proc is not available.
     Field 22 of /proc/self/stat is the start in clock ticks after boot (CLOCK_BOOTTIME)."""
