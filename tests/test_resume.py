@@ -84,8 +84,13 @@ def test_a_resumed_run_keeps_the_epochs_fitted_to_its_budget(tmp_path, monkeypat
 
     clock = {"now": 0.0}
     monkeypatch.setattr(trainer_module.time, "monotonic", lambda: clock["now"])
-    for name in ("on_epoch_end", "run_training", "save_checkpoint", "load_checkpoint"):
+    for name in ("on_epoch_end", "run_training", "load_checkpoint"):
         monkeypatch.setattr(trainer_module.STOCK_TRAINER, name, lambda self, *a, **k: True)
+
+    def stock_save(self, fname, *args, **kwargs):   # nnunet writes the checkpoint and its .pkl
+        Path(fname).write_bytes(b"model")
+        Path(fname + ".pkl").write_bytes(b"info")
+    monkeypatch.setattr(trainer_module.STOCK_TRAINER, "save_checkpoint", stock_save)
 
     def new_trainer():
         t = ScaledCEToDiceTrainer.__new__(ScaledCEToDiceTrainer)
@@ -102,6 +107,9 @@ def test_a_resumed_run_keeps_the_epochs_fitted_to_its_budget(tmp_path, monkeypat
     assert first.max_num_epochs == 57
     checkpoint = str(tmp_path / "model_latest.model")
     first.save_checkpoint(checkpoint)
+    # written under temporary names, then renamed: nothing partial is left beside the checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model_latest.model", "model_latest.model.pkl", "model_latest.model.run_state.json"]
 
     clock["now"] = 1000.0   # a later process: its own clock, nothing spent yet
     resumed = new_trainer()

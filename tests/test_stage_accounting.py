@@ -37,7 +37,7 @@ def test_stages_cover_the_measured_wall_time_of_a_predict_process(tiny_weights, 
     stage_sum = sum(last["process_stages"].values()) + sum(sum(r["stages"].values()) for r in records)
     assert abs(stage_sum - last["accounted_s"]) < 0.01
     assert stage_sum >= 0.95 * wall, (stage_sum, wall, last["process_stages"], [r["stages"] for r in records])
-    assert stage_sum <= wall
+    assert stage_sum <= wall + 0.05  # the kernel start time has clock-tick (10 ms) resolution
     for key in ("torch_max_allocated_mb", "torch_max_reserved_mb", "gpu_mem_stable_mb"):
         assert key in last and last[key] is None  # no GPU here
 

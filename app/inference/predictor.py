@@ -52,8 +52,9 @@ def choose_device(requested: str) -> torch.device:
 
 def preprocess_where(device: torch.device, requested: str = "auto") -> str:
     """"device": torch on the network's device (resample_matrix.py); "host": numpy and scipy.
-    On CUDA always the device. On the CPU both compute the same thing, and torch's matrix
-    products measured faster than scipy's spline zoom (bench/stages.py, BENCHMARKS.md)."""
+    On CUDA always the device (not yet timed on a GPU). On the CPU both compute the same thing,
+    and torch's matrix products measured faster than scipy's spline zoom on bench/stages.py's
+    512 x 512 x 200 case with a separate z axis (BENCHMARKS.md)."""
     if requested in ("device", "host"):
         return requested
     if requested != "auto":
@@ -135,9 +136,9 @@ class Predictor:
             try:
                 return preprocess_on_device(volume, spacing, self.plan, self.device, timer)
             except torch.OutOfMemoryError:
-                _release_gpu_memory()
                 print("warning: out of GPU memory in preprocessing; this case is preprocessed on the CPU",
                       file=sys.stderr)
+            _release_gpu_memory()  # outside the except block: its traceback no longer holds the tensors
         return preprocess(volume, spacing, self.plan, timer)
 
     def _release_cached_memory(self) -> None:
@@ -164,15 +165,15 @@ class Predictor:
         try:
             return self._probabilities(data, self.networks, self.network_batch, self.device)
         except torch.OutOfMemoryError:
-            _release_gpu_memory()
             print("warning: out of GPU memory; retrying one sample per network call, probabilities on the CPU",
                   file=sys.stderr)
+        _release_gpu_memory()  # after the except block, whose traceback would keep the tensors alive
         cpu = torch.device("cpu")
         try:
             return self._probabilities(data, self.networks, 1, cpu)
         except torch.OutOfMemoryError:
-            _release_gpu_memory()
             print("warning: still out of GPU memory; this case runs on the CPU", file=sys.stderr)
+        _release_gpu_memory()
         return self._probabilities(data, self._cpu_networks(), 1, cpu)
 
     def _cpu_networks(self):

@@ -150,7 +150,7 @@ class Weights:
 def load_weights(weights_dir: Path, folds: tuple[int, ...] | None = None, max_folds: int | None = None,
                  device: str = "cpu") -> Weights:
     """Verify and load. `folds=None` takes every fold the manifest lists, or the first `max_folds`.
-    The tensors are read straight onto `device` (no host copy kept when it is a GPU)."""
+    float32 tensors are read straight onto `device` (no host copy kept when it is a GPU)."""
     weights_dir = Path(weights_dir)
     manifest = read_manifest(weights_dir)
     verify_manifest(weights_dir, manifest)
@@ -162,5 +162,8 @@ def load_weights(weights_dir: Path, folds: tuple[int, ...] | None = None, max_fo
     plan = Plan.from_json(json.loads((weights_dir / "plans.json").read_text()))
     post = Postprocessing.from_json(json.loads((weights_dir / "postprocessing.json").read_text()))
     from safetensors.torch import load_file  # lazy: keeps `--help` and errors above fast
-    states = tuple(load_file(str(weights_dir / f"fold_{f}.safetensors"), device=str(device)) for f in chosen)
+    # float32 tensors become the network's own parameters on the device; fp16-stored ones are
+    # converted there, so their copies stay on the host instead of doubling the GPU's share
+    where = str(device) if manifest.get("storage_dtype", "float32") == "float32" else "cpu"
+    states = tuple(load_file(str(weights_dir / f"fold_{f}.safetensors"), device=where) for f in chosen)
     return Weights(plan, post, chosen, states, manifest)

@@ -76,7 +76,8 @@ def _starting_point(cfg: TrainConfig, trainer, fold, fold_dir: Path, init_from: 
     import torch
 
     checkpoint = resumable_checkpoint(fold_dir)
-    if cfg.resume and checkpoint is not None:
+    # a finished training is never redone: without --continue it is only validated again
+    if checkpoint is not None and (cfg.resume or checkpoint.name == FINAL):
         epoch = resume(trainer)
         log(f"fold {fold}: resuming from {checkpoint.name} at epoch {epoch} of {trainer.max_num_epochs}")
         start_trace(fold_dir, epoch)
@@ -150,5 +151,7 @@ def _name_stock_class(fold_dir: Path) -> None:
         if info.get("name") != STOCK_TRAINER.__name__:
             info["trained_with"] = info.get("name")
             info["name"] = STOCK_TRAINER.__name__
-            with open(pkl, "wb") as f:
+            tmp = pkl.with_name(pkl.name + ".partial")
+            with open(tmp, "wb") as f:
                 pickle.dump(info, f)
+            os.replace(tmp, pkl)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -70,8 +71,13 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
         self._elapsed_before = float(state.get("budget_elapsed_s") or 0.0)
 
     def save_checkpoint(self, fname, save_optimizer=True):
-        super().save_checkpoint(fname, save_optimizer)
-        Path(fname + self.RUN_STATE_SUFFIX).write_text(json.dumps(self.run_state()))
+        """Atomic: a job killed mid-write (pre-emption, a time limit) leaves the previous checkpoint
+        whole. nnunet writes `fname` and `fname.pkl`; both go to temporary names first."""
+        tmp = f"{fname}.partial"
+        super().save_checkpoint(tmp, save_optimizer)
+        _write_atomic(Path(fname + self.RUN_STATE_SUFFIX), json.dumps(self.run_state()))
+        os.replace(tmp + ".pkl", fname + ".pkl")
+        os.replace(tmp, fname)
 
     def load_checkpoint(self, fname, train=True):
         state_file = Path(fname + self.RUN_STATE_SUFFIX)
@@ -115,3 +121,9 @@ def trainer_class_for(epochs: int, scaled: bool = False):
     """nnunet's own class for the stock length, the scaled subclass otherwise (or when asked,
     for a time budget or a batch-size override)."""
     return STOCK_TRAINER if epochs == STOCK_EPOCHS and not scaled else ScaledCEToDiceTrainer
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
