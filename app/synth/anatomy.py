@@ -8,7 +8,8 @@ renal hila (L1-L2), so the organs keep their true levels relative to each other:
 - spleen posterolateral on the left under the lower ribs;
 - pancreas head in the duodenal C-loop, body across the aorta and SMA, tail to the splenic hilum;
 - stomach, duodenum, a colon frame with faeces and gas, small-bowel loops, vessels, spine with
-  discs at fixed levels, ribs, lung bases, iliac wings and bladder when the field reaches them.
+  discs at fixed levels, ribs, lung bases, and the pelvis (iliac wings, sacrum, femoral heads,
+  gluteal muscles, bladder, rectum) when the field reaches them.
 
 Every structure gets a random pose, size and smooth surface perturbation; the order of the random
 draws defines the data set.
@@ -231,15 +232,17 @@ class Anatomy:
             [0.66 * a, 0.1 * b, kL.c[2] - 40 * s],                          # descending
             [0.55 * a, 0.0, self.z_pelvis - 40 * s],
             [0.1 * a, -0.3 * b, self.z_pelvis - 90 * s],                    # sigmoid
-        ]) + rng.normal(0, 8, (8, 3))
-        rad = np.array([30, 24, 22, 22, 22, 19, 18, 17]) * s * u(0.8, 1.2)
+            [0.0, 0.3 * b, self.z_pelvis - 125 * s],                         # rectum, before the sacrum
+            [0.0, 0.25 * b, self.z_pelvis - 190 * s],
+        ]) + rng.normal(0, 8, (10, 3))
+        rad = np.array([30, 24, 22, 22, 22, 19, 18, 17, 18, 16]) * s * u(0.8, 1.2)
         pts, prad = smooth_curve(ctrl, rad, 40)
         self.colon = self._tube(pts, prad, Wave.random(rng, 4, (20, 40), 0.1))
         self.faeces_pattern = Wave.random(rng, 8, (6, 14), 1.0)
         self.colon_gas_share = u(0.05, 0.6)
 
     def _build_chest_and_pelvis(self, rng):
-        """Lower ribs, the heart above the domes, the iliac wings, the bladder and the table gap."""
+        """Lower ribs, the heart above the domes, the pelvis (bones, bladder, muscles) and the table gap."""
         s, a, b = self.s, self.a, self.b
         u = rng.uniform
         self.rib_z0 = self.zdR - u(130, 170) * s
@@ -248,8 +251,22 @@ class Anatomy:
         self.rib_slope = u(35, 60)
         self.heart = self._ell(rng, (0.05 * a, -0.35 * b, self.zdR + 65 * s), np.array([70, 55, 60]) * s)
         self.iliac = [self._iliac_wing(rng, sgn) for sgn in (-1, 1)]
-        self.bladder = self._ell(rng, (0, -0.35 * b, self.z_pelvis - 150 * s), np.array([45, 35, 35]) * s * u(0.6, 1.2))
+        self._build_lower_pelvis(rng)
         self.tbl_gap = u(2, 25)
+
+    def _build_lower_pelvis(self, rng):
+        """Bladder (filled to a random degree), sacrum, femoral heads and gluteal muscles."""
+        s, a, b, zp = self.s, self.a, self.b, self.z_pelvis
+        u = rng.uniform
+        self.bladder = self._ell(rng, (0, -0.3 * b, zp - 135 * s), np.array([42, 32, 36]) * s * u(0.6, 1.35),
+                                 wave_amp=0.06)
+        self.sacrum = self._ell(rng, (0, self.yv + 22 * s, zp - 75 * s), np.array([48, 14, 62]) * s,
+                                jitter_c=3, rot=(-0.55, 0, 0), rot_jit=0.08, wave_amp=0.05)
+        z_hip = zp - u(165, 185) * s
+        self.femoral_heads = [self._ell(rng, (sgn * 0.62 * a, -0.02 * b, z_hip), np.full(3, 23.0) * s, jitter_c=3,
+                                        jitter_r=0.08, wave_amp=0) for sgn in (-1, 1)]
+        self.gluteals = [self._ell(rng, (sgn * 0.5 * a, 0.62 * b, zp - 120 * s), np.array([55, 42, 85]) * s,
+                                   rot=(0.2, sgn * 0.2, 0), wave_amp=0.08) for sgn in (-1, 1)]
 
     def _iliac_wing(self, rng, sgn: int) -> Ellipsoid:
         """A thin curved plate from the iliac crest (lateral, about L4) down to the sacroiliac joint."""

@@ -66,6 +66,8 @@ def _back_muscles(anat, cv, inner, cavity):
     pr = np.clip(6 + 0.18 * (max(anat.zk) + 40 - z), 0, 28) * s
     psoas = ((np.abs(x) - (32 * s + 0.6 * pr)) ** 2 + (y - yv) ** 2) < pr ** 2
     cv.putf(psoas, ID["psoas"], cavity)
+    for gluteal in anat.gluteals:   # the pelvis behind and beside the iliac wings is muscle, not fat
+        _fill(cv, gluteal, "gluteal_muscle", inner)
 
 
 def _hollow_organs(anat, cv, cavity):
@@ -112,11 +114,13 @@ def _solid_organs(anat, cv, cavity):
         _fill(cv, e, "liver", cavity)
     if anat.gall is not None:
         _fill(cv, anat.gall, "gallbladder", cavity)
+    _fat_plane(cv, anat.pancreas, 0.3)
     _fill(cv, anat.pancreas, "pancreas", cavity)
     _fill(cv, anat.splenic_v, "splenic_vein", cavity)
     for adrenal in anat.adrenals:
         _fill(cv, adrenal, "adrenal", cavity)
     for k, m, sn, pv in zip(anat.kidneys, anat.medulla, anat.sinus, anat.pelvis):
+        _fat_plane(cv, k, 0.12)   # perirenal fat
         if _fill(cv, k, "kidney_cortex", cavity)[0] is None:
             continue
         for struct, name in ((m, "kidney_medulla"), (sn, "renal_sinus"), (pv, "renal_pelvis")):
@@ -126,14 +130,29 @@ def _solid_organs(anat, cv, cavity):
                 cv.put(sl, (v < 0) & rim, ID[name], cavity)
 
 
+def _fat_plane(cv, struct, margin: float) -> None:
+    """Fat where liver or spleen would touch `struct`: organs that indent each other keep a fat
+    plane between them, as in patients, instead of one organ lying inside another."""
+    sl, v = cv.val(struct)
+    if sl is None:
+        return
+    near = (v < margin) & np.isin(cv.T[sl], (ID["liver"], ID["spleen"]))
+    cv.T[sl][near] = ID["visceral_fat"]
+
+
 def _pelvis(anat, cv, cavity):
-    """Iliac wings (a thin cortical plate with marrow) and the bladder."""
+    """Iliac wings (a thin cortical plate with marrow), bladder, sacrum and femoral heads."""
     for wing in anat.iliac:
         sl, v = cv.val(wing)
         if sl is not None:
             cv.put(sl, v < 0, ID["iliac_cortex"])
             cv.put(sl, v < -0.45, ID["iliac_marrow"])
     _fill(cv, anat.bladder, "bladder", cavity)
+    for bone, name in ((anat.sacrum, "sacrum"), *((head, "femoral_head") for head in anat.femoral_heads)):
+        sl, v = cv.val(bone)
+        if sl is not None:
+            cv.put(sl, v < 0, ID[f"{name}_cortex"])
+            cv.put(sl, v < -0.2, ID[f"{name}_marrow"])
 
 
 def _spine(anat, cv):

@@ -41,7 +41,7 @@ def field_of_view(rng, anat: Anatomy) -> tuple[str, float, float]:
         return kind, anat.zdR - u(120, 160) * s, anat.zdR + u(10, 40)
     if kind == "abdomen":
         return kind, min(anat.zk) - u(60, 130) * s, z_hi
-    return kind, anat.z_pelvis - u(150, 200) * s, z_hi
+    return kind, anat.z_pelvis - u(170, 230) * s, z_hi   # down to the bladder and the hips
 
 
 def random_grid(rng, anat: Anatomy, size: str = "full") -> Grid:

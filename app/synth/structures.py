@@ -72,6 +72,11 @@ STRUCTURES: tuple[Structure, ...] = (
     Structure("colon_faeces", FAECES),
     Structure("colon_gas", GAS),
     Structure("bladder", URINE),
+    Structure("sacrum_cortex", CORTEX),
+    Structure("sacrum_marrow", MARROW),
+    Structure("femoral_head_cortex", CORTEX),
+    Structure("femoral_head_marrow", MARROW),
+    Structure("gluteal_muscle", MUSCLE),
 )
 ID = {s.name: i for i, s in enumerate(STRUCTURES)}
 TISSUE_OF = np.array([s.tissue for s in STRUCTURES], np.uint8)
