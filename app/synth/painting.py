@@ -114,14 +114,12 @@ def _solid_organs(anat, cv, cavity):
         _fill(cv, e, "liver", cavity)
     if anat.gall is not None:
         _fill(cv, anat.gall, "gallbladder", cavity)
-    _fat_plane(cv, anat.pancreas, 0.3)
-    _fill(cv, anat.pancreas, "pancreas", cavity)
+    _fill_with_fat_plane(cv, anat.pancreas, "pancreas", 0.3, cavity)
     _fill(cv, anat.splenic_v, "splenic_vein", cavity)
     for adrenal in anat.adrenals:
         _fill(cv, adrenal, "adrenal", cavity)
     for k, m, sn, pv in zip(anat.kidneys, anat.medulla, anat.sinus, anat.pelvis):
-        _fat_plane(cv, k, 0.12)   # perirenal fat
-        if _fill(cv, k, "kidney_cortex", cavity)[0] is None:
+        if _fill_with_fat_plane(cv, k, "kidney_cortex", 0.12, cavity)[0] is None:   # with perirenal fat
             continue
         for struct, name in ((m, "kidney_medulla"), (sn, "renal_sinus"), (pv, "renal_pelvis")):
             sl, v = cv.val(struct)
@@ -130,14 +128,16 @@ def _solid_organs(anat, cv, cavity):
                 cv.put(sl, (v < 0) & rim, ID[name], cavity)
 
 
-def _fat_plane(cv, struct, margin: float) -> None:
-    """Fat where liver or spleen would touch `struct`: organs that indent each other keep a fat
-    plane between them, as in patients, instead of one organ lying inside another."""
+def _fill_with_fat_plane(cv, struct, name: str, margin: float, where=None) -> tuple:
+    """`_fill`, after putting fat where liver or spleen come within `margin` of the structure:
+    organs that indent each other keep a fat plane between them, as in patients, instead of one
+    organ lying inside another. Returns (sub-box, value) as `_fill` does."""
     sl, v = cv.val(struct)
-    if sl is None:
-        return
-    near = (v < margin) & np.isin(cv.T[sl], (ID["liver"], ID["spleen"]))
-    cv.T[sl][near] = ID["visceral_fat"]
+    if sl is not None:
+        near = (v < margin) & np.isin(cv.T[sl], (ID["liver"], ID["spleen"]))
+        cv.T[sl][near] = ID["visceral_fat"]
+        cv.put(sl, v < 0, ID[name], where)
+    return sl, v
 
 
 def _pelvis(anat, cv, cavity):
