@@ -4,7 +4,8 @@ ITK/DICOM LPS millimetres: +x patient's left, +y posterior, +z superior. z = 0 l
 renal hila (L1-L2), so the organs keep their true levels relative to each other:
 - kidneys at about T12-L3, about 11 x 6 x 3 cm, the right one lower, upper poles medial and
   posterior, hila facing anteromedially, with adrenals above them;
-- liver dome under the right hemidiaphragm, its left lobe across the midline;
+- liver dome under the right hemidiaphragm, its left lobe across the midline, the right lobe a
+  wedge whose inferior surface rises from the lateral tip to the porta;
 - spleen posterolateral on the left under the lower ribs;
 - pancreas head in the duodenal C-loop, body across the aorta and SMA, tail to the splenic hilum;
 - stomach, duodenum, a colon frame with faeces and gas, small-bowel loops, vessels, spine with
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.synth.shapes import Ellipsoid, Tube, Wave, rotation, smooth_curve
+from app.synth.shapes import Ellipsoid, Trimmed, Tube, Wave, rotation, smooth_curve
 
 
 class Anatomy:
@@ -104,16 +105,34 @@ class Anatomy:
                                         np.array([36, 33, 48]) * s))
         right = self.liver[0]   # its dome touches the right hemidiaphragm, whatever the jitter drew
         right.c[2] = ztop - float(np.sqrt(np.sum((right.R[2] * right.r) ** 2)))
+        self.liver[0] = self._liver_inferior_surface(rng, right)
         lc = right.c
-        self.gall = (self._ell(rng, (lc[0] + 30 * s, -0.45 * b, lc[2] - 45 * s),
+        gx = lc[0] + 30 * s     # the gallbladder lies in its fossa on the inferior surface
+        self.gall = (self._ell(rng, (gx, -0.45 * b, self.liver_floor(gx, -0.45 * b) - 4 * s),
                                np.array([14, 14, 34]) * s, rot=(0.5, 0, 0), wave_amp=0.05)
                      if rng.random() < 0.75 else None)
         self.spleen = [self._spleen(rng)]
 
+    def _liver_inferior_surface(self, rng, right: Ellipsoid) -> Trimmed:
+        """The right lobe is a wedge, not an egg: its inferior surface rises from the low lateral
+        tip towards the porta, so the pancreas head, duodenum and hepatic flexure lie below it."""
+        u = rng.uniform
+        tip = np.array([right.c[0] - 0.55 * right.r[0], right.c[1], right.c[2] - u(0.7, 0.95) * right.r[2]])
+        slope, tilt = u(0.45, 0.85), u(-0.3, 0.1)   # rise per mm to the left; posterior part lower
+        self._floor = (tip, slope, tilt)
+        normal = np.array([slope, tilt, -1.0])
+        return Trimmed(right, tip.astype(np.float32), (normal / np.linalg.norm(normal)).astype(np.float32),
+                       float(right.r.mean()))
+
+    def liver_floor(self, x, y):
+        """z of the right lobe's inferior surface above (x, y)."""
+        tip, slope, tilt = self._floor
+        return tip[2] + slope * (x - tip[0]) + tilt * (y - tip[1])
+
     def _spleen(self, rng) -> Ellipsoid:
         """Posterolateral on the left under the lower ribs: thin side against the wall, long axis along it."""
         s, u = self.s, rng.uniform
-        phi = u(0.7, 1.05)                               # position around the cavity, from +x towards +y
+        phi = u(0.35, 0.8)          # around the cavity from +x towards +y: lateral to the kidney, not on it
         bb = 0.92 * self.cav_b                           # the cavity is flatter at the back
         wall_pt = np.array([self.cav_a * np.cos(phi), bb * np.sin(phi)])
         normal = np.array([np.cos(phi) / self.cav_a, np.sin(phi) / bb])

@@ -121,6 +121,31 @@ class Ellipsoid:
 
 
 @dataclass
+class Trimmed:
+    """A shape cut by a plane: inside only where it is inside and below the plane's kept side.
+
+    value = max(shape value, signed distance to the plane / scale), so the cut face is as sharp
+    as the shape's own surface and keeps the shape's value scale (distance / radius).
+    """
+    shape: Ellipsoid
+    point: np.ndarray    # a point on the plane
+    normal: np.ndarray   # unit vector pointing away from the kept side
+    scale: float
+
+    @property
+    def c(self):
+        return self.shape.c
+
+    def value(self, x, y, z):
+        n, p = self.normal, self.point
+        side = ((x - p[0]) * n[0] + (y - p[1]) * n[1] + (z - p[2]) * n[2]) / self.scale
+        return np.maximum(self.shape.value(x, y, z), side)
+
+    def bbox(self, margin=0.0):
+        return self.shape.bbox(margin)
+
+
+@dataclass
 class Tube:
     """Capsule chain along a polyline with radii varying linearly along each segment."""
     pts: np.ndarray    # (n, 3)
