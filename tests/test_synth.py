@@ -168,3 +168,21 @@ def test_deterministic_per_case():
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     c = make_case(11, 3, "small")
     assert a[0].shape != c[0].shape or not np.array_equal(a[1], c[1])
+
+
+def test_liver_wedge_and_spleen_lateral_to_the_left_kidney():
+    """Organ relations that the network must learn from: the pancreas head lies below the liver's
+    inferior surface (not inside the liver's outline), and the spleen lies lateral to the left
+    kidney (not wrapped around it). Anatomy varies, so each must hold in most random patients."""
+    from app.synth.anatomy import Anatomy
+    below, lateral = [], []
+    for i in range(100):
+        anat = Anatomy(np.random.default_rng([9, i]))
+        head, head_r = anat.pancreas.pts[0], anat.pancreas.radii[0]
+        below.append(head[2] + head_r < anat.liver_floor(head[0], head[1]))
+        lateral.append(anat.spleen[0].c[0] > anat.kidneys[1].c[0])
+        right_lobe = anat.liver[0]
+        floor_z = anat.liver_floor(right_lobe.c[0], right_lobe.c[1])
+        # a point of the right lobe's ellipsoid under its inferior surface is outside the liver
+        assert right_lobe.value(*np.float32([right_lobe.c[0], right_lobe.c[1], floor_z - 5.0])) > 0
+    assert np.mean(below) >= 0.8 and np.mean(lateral) >= 0.85
