@@ -159,6 +159,9 @@ def test_realism_checks_pass_and_can_fail():
     wrong = facts[0]
     wrong.centroids["spleen"] = wrong.centroids["liver"].copy()
     assert "spleen is not on the left" in position_problems(wrong)
+    assert all(70 < f.vertebra_to_back_skin_mm < 145 for f in facts), [f.vertebra_to_back_skin_mm for f in facts]
+    wrong.vertebra_to_back_skin_mm = 30.0   # the spine at the edge of the body, as before the back muscles
+    assert "vertebral body is not 6-15 cm in front of the skin of the back" in position_problems(wrong)
 
 
 def test_deterministic_per_case():

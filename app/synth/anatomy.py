@@ -58,7 +58,7 @@ class Anatomy:
     def body_half_size(self) -> tuple[float, float]:
         """Half-width and half-depth of the body outline, mm."""
         rim = self.wall + self.fat
-        return self.cav_a + rim, self.cav_b + rim
+        return self.cav_a + rim, max(self.cav_b + rim, self.yv + self.back_depth + self.fat)
 
     def dome(self, x, y, left: bool):
         """z of the hemidiaphragm's upper surface above (x, y)."""
@@ -94,7 +94,7 @@ class Anatomy:
         s, a, b = self.s, self.a, self.b
         u = rng.uniform
         ztop = self.zdR + 8
-        rl = np.array([78, 72, 66]) * s * u(0.88, 1.1)
+        rl = np.array([84, 76, 70]) * s * u(0.88, 1.1)
         self.liver = [
             self._ell(rng, (-0.42 * a, -0.02 * b, ztop - rl[2] * 0.95), rl, rot=(0, 0.12, 0.2)),
             self._ell(rng, (-0.05 * a, -0.42 * b, ztop - 50 * s), np.array([62, 30, 36]) * s,
@@ -106,6 +106,7 @@ class Anatomy:
         right = self.liver[0]   # its dome touches the right hemidiaphragm, whatever the jitter drew
         right.c[2] = ztop - float(np.sqrt(np.sum((right.R[2] * right.r) ** 2)))
         self.liver[0] = self._liver_inferior_surface(rng, right)
+        self.liver.append(self._liver_dome(rng, right))
         lc = right.c
         gx = lc[0] + 30 * s     # the gallbladder lies in its fossa on the inferior surface
         self.gall = (self._ell(rng, (gx, -0.45 * b, self.liver_floor(gx, -0.45 * b) - 4 * s),
@@ -124,6 +125,13 @@ class Anatomy:
         return Trimmed(right, tip.astype(np.float32), (normal / np.linalg.norm(normal)).astype(np.float32),
                        float(right.r.mean()))
 
+    def _liver_dome(self, rng, right: Ellipsoid) -> Ellipsoid:
+        """The top of the right lobe fills the hemidiaphragm's dome out to the ribs, with no fat
+        between liver and diaphragm; the chest painted later trims it to the dome's surface."""
+        r = (right.r * np.array([0.95, 0.95, 0.0]) + np.array([0.0, 0.0, 45.0]) * self.s).astype(np.float32)
+        c = np.array([right.c[0], right.c[1], self.zdR - rng.uniform(15, 25) * self.s], np.float32)
+        return Ellipsoid(c, r, right.R, Wave.random(rng, 3, (50, 110), 0.05))
+
     def liver_floor(self, x, y):
         """z of the right lobe's inferior surface above (x, y)."""
         tip, slope, tilt = self._floor
@@ -138,7 +146,7 @@ class Anatomy:
         normal = np.array([np.cos(phi) / self.cav_a, np.sin(phi) / bb])
         normal /= np.linalg.norm(normal)
         r = np.array([22, 58, 50]) * s * u(0.85, 1.2)
-        xy = wall_pt - normal * (r[0] + u(3, 10))
+        xy = wall_pt - normal * (r[0] + u(0, 6))   # against the wall, as under the ribs in patients
         return self._ell(rng, (xy[0], xy[1], self.zdL - u(40, 62) * s), r, jitter_c=3,
                          rot=(0.25, 0, np.arctan2(normal[1], normal[0])), wave_amp=0.1)
 
@@ -264,14 +272,24 @@ class Anatomy:
         """Lower ribs, the heart above the domes, the pelvis (bones, bladder, muscles) and the table gap."""
         s, a, b = self.s, self.a, self.b
         u = rng.uniform
-        self.rib_z0 = self.zdR - u(130, 170) * s
+        # ribs run steeply down towards the front, so an axial slice cuts each one into a short
+        # segment; the lowest (12th) leaves the spine at about T12
+        self.rib_z0 = self.zdR - u(60, 95) * s
         self.n_ribs = 10
         self.rib_pitch = u(24, 32) * s
-        self.rib_slope = u(35, 60)
+        self.rib_slope = u(70, 110)
         self.heart = self._ell(rng, (0.05 * a, -0.35 * b, self.zdR + 65 * s), np.array([70, 55, 60]) * s)
         self.iliac = [self._iliac_wing(rng, sgn) for sgn in (-1, 1)]
         self._build_lower_pelvis(rng)
         self.tbl_gap = u(2, 25)
+        self._build_back(rng)
+
+    def _build_back(self, rng):
+        """Erector spinae and quadratus lumborum behind and beside the spine: in patients the
+        vertebral body lies about 8-12 cm in front of the skin of the back, not at its edge."""
+        s, u = self.s, rng.uniform
+        self.back_half_w = u(0.72, 0.92) * self.cav_a
+        self.back_depth = float(self.vr[1]) + u(45, 70) * s   # vertebral body centre to the fascia
 
     def _build_lower_pelvis(self, rng):
         """Bladder (filled to a random degree), sacrum, femoral heads and gluteal muscles."""

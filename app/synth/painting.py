@@ -47,14 +47,23 @@ def _body(anat, cv):
     bb = np.where(y > 0, b * 0.92, b)  # flatter at the back
     rho = np.sqrt((x / a) ** 2 + (y / bb) ** 2) + anat.body_wave(x, y, z)
     mean_r = 0.5 * (a + b)
-    inner = rho < 1.0 + anat.wall / mean_r
-    T[rho < 1.0 + (anat.wall + anat.fat) / mean_r] = ID["subcutaneous_fat"]
+    back = back_muscle_block(anat, x, y)
+    inner = (rho < 1.0 + anat.wall / mean_r) | back
+    T[(rho < 1.0 + (anat.wall + anat.fat) / mean_r) | back_muscle_block(anat, x, y, anat.fat)] = ID["subcutaneous_fat"]
     T[inner] = ID["abdominal_wall_muscle"]
     cavity = rho < 1.0
+    T[back & ~cavity] = ID["paraspinal_muscle"]
     T[cavity] = ID["visceral_fat"]
-    ty = b + anat.wall + anat.fat + anat.tbl_gap
+    ty = max(b + anat.wall, anat.yv + anat.back_depth) + anat.fat + anat.tbl_gap
     T[(y > ty) & (y < ty + 12) & (np.abs(x) < 230)] = ID["table"]
     return rho, mean_r, inner, cavity
+
+
+def back_muscle_block(anat, x, y, grow: float = 0.0) -> np.ndarray:
+    """The muscle behind and beside the spine (erector spinae, quadratus lumborum), grown by
+    `grow` mm (the subcutaneous fat over it). A rounded rectangle: the back is broad and flat."""
+    half_w, depth = anat.back_half_w + grow, anat.back_depth + grow
+    return (y > anat.yv) & ((x / half_w) ** 4 + ((y - anat.yv) / depth) ** 2 < 1.0)
 
 
 def _back_muscles(anat, cv, inner, cavity):
@@ -110,8 +119,11 @@ def _solid_organs(anat, cv, cavity):
     """
     for e in anat.spleen:
         _fill(cv, e, "spleen", cavity)
+    # the liver fills the domes up to the diaphragm, never above it
+    dome = np.where(cv.x < 0, anat.dome(cv.x, cv.y, False), anat.dome(cv.x, cv.y, True))
+    under_diaphragm = cavity & (cv.z < dome - 3.5)
     for e in anat.liver:
-        _fill(cv, e, "liver", cavity)
+        _fill(cv, e, "liver", under_diaphragm)
     if anat.gall is not None:
         _fill(cv, anat.gall, "gallbladder", cavity)
     _fill_with_fat_plane(cv, anat.pancreas, "pancreas", 0.3, cavity)
@@ -180,8 +192,10 @@ def _ribs(anat, cv, rho, mean_r):
     phi_back = np.abs(np.arctan2(x, y))         # 0 at the back, pi at the front
     zr = z - anat.rib_z0 + anat.rib_slope * phi_back / np.pi
     kk = np.round(zr / anat.rib_pitch)
-    near = (np.abs(zr - kk * anat.rib_pitch) < 5.5 * s) & (kk >= 0) & (kk < anat.n_ribs)
-    near &= (np.abs(rho - ring) * mean_r < 5.5 * s) & (phi_back > 0.25) & (phi_back < 2.3 - 0.08 * np.minimum(kk, 6))
+    # a rib is about 10 mm tall and 7 mm thick; the floating 11th and 12th end laterally, the
+    # upper ones reach the costal margin in front
+    near = (np.abs(zr - kk * anat.rib_pitch) < 5.0 * s) & (kk >= 0) & (kk < anat.n_ribs)
+    near &= (np.abs(rho - ring) * mean_r < 3.5 * s) & (phi_back > 0.25) & (phi_back < 1.5 + 0.12 * np.minimum(kk, 8))
     cv.putf(near, ID["rib"])
     return ring
 

@@ -6,7 +6,8 @@
   crop), against typical adult volumes;
 - median organ HU per contrast phase, on rendered phantoms, against literature ranges;
 - positions: liver right, spleen left and posterior, kidneys beside the spine at about T12-L3 with
-  the right one lower, pancreas anterior to the aorta with its tail near the splenic hilum.
+  the right one lower, pancreas anterior to the aorta with its tail near the splenic hilum;
+- the back: the vertebral body 6-15 cm in front of the skin of the back (muscle behind the spine).
 With --preview, the phantom and the real CT are drawn side by side, one above the other.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ class AnatomyFacts:
     kidney_levels: tuple[float, float]  # vertebrae below (-) or above (+) the L1/L2 disc, per kidney centre
     pancreas_tail_to_spleen_mm: float
     liver_top_below_dome_mm: float
+    vertebra_to_back_skin_mm: float     # in the midline, at the kidneys' level
 
 
 def anatomy_facts(anat: Anatomy) -> AnatomyFacts:
@@ -61,7 +63,15 @@ def anatomy_facts(anat: Anatomy) -> AnatomyFacts:
     spleen_pts = np.stack([x[flare == 3], y[flare == 3], z[flare == 3]], 1)
     tail_gap = float(np.min(np.linalg.norm(spleen_pts - tail, axis=1))) if len(spleen_pts) else np.inf
     liver_top = float(z[flare == 1].max()) if (flare == 1).any() else -np.inf
-    return AnatomyFacts(volumes, cents, kz, levels, tail_gap, anat.zdR - liver_top)
+    return AnatomyFacts(volumes, cents, kz, levels, tail_gap, anat.zdR - liver_top,
+                        _back_skin_y(structures, ys, zs, xs, float(np.mean(kz))) - anat.yv)
+
+
+def _back_skin_y(structures, ys, zs, xs, z_mm: float) -> float:
+    """y (mm) of the back's skin in the midline at height z_mm: the last body voxel behind the spine."""
+    column = structures[int(np.argmin(np.abs(zs - z_mm))), :, int(np.argmin(np.abs(xs)))]
+    body = (column != ID["outside"]) & (column != ID["table"])
+    return float(ys[np.flatnonzero(body)[-1]]) if body.any() else np.nan
 
 
 def _centroid(mask, x, y, z) -> np.ndarray:
@@ -84,6 +94,7 @@ def position_problems(f: AnatomyFacts) -> list[str]:
         (f.pancreas_tail_to_spleen_mm < 50, "pancreas tail is far from the splenic hilum"),
         (-15 < f.liver_top_below_dome_mm < 25, "liver dome is not under the right hemidiaphragm"),
         (c["spleen"][2] > c["kidney"][2], "spleen is not above the kidneys' centre"),
+        (60 < f.vertebra_to_back_skin_mm < 150, "vertebral body is not 6-15 cm in front of the skin of the back"),
     ]
     return [msg for ok, msg in rules if not ok]
 
