@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	rm -rf $(DEMO_IN) && mkdir -p $(DEMO_IN) $(DEMO_OUT)
+	rm -rf $(DEMO_IN) $(DEMO_OUT) && mkdir -p $(DEMO_IN) $(DEMO_OUT)
 	cp tests/data/example_ct.nii.gz $(DEMO_IN)/example_0000.nii.gz
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" INPUT_DIR=$(DEMO_IN) OUTPUT_DIR=$(DEMO_OUT) sh predict.sh --preview $(DEMO_OUT)/preview
 	@echo "Demo mask: $(DEMO_OUT)/example.nii.gz (preview PNG in $(DEMO_OUT)/preview/)"
