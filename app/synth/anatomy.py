@@ -9,8 +9,8 @@ renal hila (L1-L2), so the organs keep their true levels relative to each other:
 - spleen posterolateral on the left under the lower ribs;
 - pancreas head in the duodenal C-loop, body across the aorta and SMA, tail to the splenic hilum;
 - stomach, duodenum, a colon frame with faeces and gas, small-bowel loops, vessels, spine with
-  discs at fixed levels, ribs, lung bases, and the pelvis (iliac wings, sacrum, femoral heads,
-  gluteal muscles, bladder, rectum) when the field reaches them.
+  discs at fixed levels and the back's muscle behind it, ribs, lung bases, and the pelvis (iliac
+  wings, sacrum, femoral heads, gluteal muscles, bladder, rectum) when the field reaches them.
 
 Every structure gets a random pose, size and smooth surface perturbation; the order of the random
 draws defines the data set.
