@@ -20,11 +20,13 @@ def paint(anat: Anatomy, x, y, z) -> np.ndarray:
     _back_muscles(anat, cv, inner, cavity)
     _hollow_organs(anat, cv, cavity)
     _vessels(anat, cv, cavity)
-    _solid_organs(anat, cv, cavity)
+    dome_l = anat.dome(cv.x, cv.y, True)
+    diaphragm = np.where(cv.x < 0, anat.dome(cv.x, cv.y, False), dome_l)   # its z above each point
+    _solid_organs(anat, cv, cavity, diaphragm)
     _pelvis(anat, cv, cavity)
     rv = _spine(anat, cv)
     ring = _ribs(anat, cv, rho, mean_r)
-    _chest(anat, cv, rho, ring, mean_r, rv)
+    _chest(anat, cv, rho, ring, mean_r, rv, diaphragm, dome_l)
     return cv.T
 
 
@@ -37,7 +39,8 @@ def _fill(cv: Canvas, struct, name: str, where=None, below: float = 0.0) -> tupl
 
 
 def _body(anat, cv):
-    """Abdominal cavity, muscle wall and subcutaneous fat around it, and the table under the body.
+    """Abdominal cavity, muscle wall and the back's muscle, subcutaneous fat around them, and the
+    table under the body.
 
     Returns (rho, mean_r, inner, cavity): the radius normalised to the cavity, its mean in mm, and
     the masks inside the muscle wall's outer surface and inside the cavity.
@@ -111,7 +114,7 @@ def _vessels(anat, cv, cavity):
         _fill(cv, struct, name, cavity)
 
 
-def _solid_organs(anat, cv, cavity):
+def _solid_organs(anat, cv, cavity, diaphragm):
     """Spleen, liver, gallbladder, pancreas with the splenic vein along it, adrenals, kidneys.
 
     The pancreas and the kidneys come after the liver and the spleen: they indent them, as the
@@ -120,8 +123,7 @@ def _solid_organs(anat, cv, cavity):
     for e in anat.spleen:
         _fill(cv, e, "spleen", cavity)
     # the liver fills the domes up to the diaphragm, never above it
-    dome = np.where(cv.x < 0, anat.dome(cv.x, cv.y, False), anat.dome(cv.x, cv.y, True))
-    under_diaphragm = cavity & (cv.z < dome - 3.5)
+    under_diaphragm = cavity & (cv.z < diaphragm - 3.5)
     for e in anat.liver:
         _fill(cv, e, "liver", under_diaphragm)
     if anat.gall is not None:
@@ -200,15 +202,13 @@ def _ribs(anat, cv, rho, mean_r):
     return ring
 
 
-def _chest(anat, cv, rho, ring, mean_r, rv):
+def _chest(anat, cv, rho, ring, mean_r, rv, diaphragm, dome_l):
     """Diaphragm over both domes, lungs above them (outside the mediastinum), heart."""
     x, y, z, s = cv.x, cv.y, cv.z, anat.s
     chest = rho < ring - 4 / mean_r
-    domeR, domeL = anat.dome(x, y, False), anat.dome(x, y, True)
-    dome = np.where(x < 0, domeR, domeL)
-    cv.putf(chest & (np.abs(z - dome) < 3.5) & (rv > 1.05), ID["diaphragm"])
-    lungR = chest & (z > domeR + 3.5) & (x < -22 * s)
-    lungL = chest & (z > domeL + 3.5) & (x > 22 * s)
+    cv.putf(chest & (np.abs(z - diaphragm) < 3.5) & (rv > 1.05), ID["diaphragm"])
+    lungR = chest & (z > diaphragm + 3.5) & (x < -22 * s)
+    lungL = chest & (z > diaphragm + 3.5) & (x > 22 * s)
     media = (np.abs(x) < 45 * s) & (y > anat.yv - 5)
     cv.putf((lungR | lungL) & ~media & (rv > 1.05), ID["lung"])
-    cv.putf((anat.heart.value(x, y, z) < 0) & (z > domeL + 5), ID["heart"], chest)
+    cv.putf((anat.heart.value(x, y, z) < 0) & (z > dome_l + 5), ID["heart"], chest)
