@@ -189,3 +189,26 @@ def test_liver_wedge_and_spleen_lateral_to_the_left_kidney():
         # a point of the right lobe's ellipsoid under its inferior surface is outside the liver
         assert right_lobe.value(*np.float32([right_lobe.c[0], right_lobe.c[1], floor_z - 5.0])) > 0
     assert np.mean(below) >= 0.8 and np.mean(lateral) >= 0.85
+
+
+def test_atrophic_pancreas_is_thinner_and_its_lobules_hold_fat():
+    """Some glands are thin with fat between their lobules, as in many older patients: the fat
+    lies inside the gland's outline, so it stays labelled pancreas, and its share is the drawn one."""
+    from app.synth.anatomy import Anatomy
+    from app.synth.painting import paint
+    from app.synth.structures import FLARE_OF, ID
+    anats = [Anatomy(np.random.default_rng([31, i])) for i in range(40)]
+    fatty = [a for a in anats if a.pancreas_fat_share > 0]
+    plain = [a for a in anats if a.pancreas_fat_share == 0]
+    assert 6 <= len(fatty) <= 25 and plain
+    # the lobulated glands include the atrophic ones, so they are thinner on average
+    assert np.mean([a.pancreas.radii.mean() / a.s for a in fatty]) < np.mean([a.pancreas.radii.mean() / a.s for a in plain])
+    anat = fatty[0]
+    pts = anat.pancreas.pts
+    lo, hi = pts.min(0) - 25, pts.max(0) + 25
+    z, y, x = np.meshgrid(*(np.arange(lo[i], hi[i], 1.5, dtype=np.float32) for i in (2, 1, 0)), indexing="ij")
+    structures = paint(anat, x, y, z)
+    gland = FLARE_OF[structures] == 4
+    fat = structures == ID["pancreas_fat"]
+    assert FLARE_OF[ID["pancreas_fat"]] == 4 and fat.any()
+    assert abs(fat.sum() / gland.sum() - anat.pancreas_fat_share) < 0.15, (fat.sum() / gland.sum(), anat.pancreas_fat_share)

@@ -94,7 +94,7 @@ class Anatomy:
         s, a, b = self.s, self.a, self.b
         u = rng.uniform
         ztop = self.zdR + 8
-        rl = np.array([84, 76, 70]) * s * u(0.88, 1.1)
+        rl = np.array([84, 76, 70]) * s * u(0.9, 1.12)
         self.liver = [
             self._ell(rng, (-0.42 * a, -0.02 * b, ztop - rl[2] * 0.95), rl, rot=(0, 0.12, 0.2)),
             self._ell(rng, (-0.05 * a, -0.42 * b, ztop - 50 * s), np.array([62, 30, 36]) * s,
@@ -140,14 +140,18 @@ class Anatomy:
     def _spleen(self, rng) -> Ellipsoid:
         """Posterolateral on the left under the lower ribs: thin side against the wall, long axis along it."""
         s, u = self.s, rng.uniform
-        phi = u(0.35, 0.8)          # around the cavity from +x towards +y: lateral to the kidney, not on it
+        phi = u(0.25, 0.65)         # around the cavity from +x towards +y: lateral to the kidney, not on it
         bb = 0.92 * self.cav_b                           # the cavity is flatter at the back
         wall_pt = np.array([self.cav_a * np.cos(phi), bb * np.sin(phi)])
         normal = np.array([np.cos(phi) / self.cav_a, np.sin(phi) / bb])
         normal /= np.linalg.norm(normal)
         r = np.array([22, 58, 50]) * s * u(0.85, 1.2)
         xy = wall_pt - normal * (r[0] + u(0, 6))   # against the wall, as under the ribs in patients
-        return self._ell(rng, (xy[0], xy[1], self.zdL - u(40, 62) * s), r, jitter_c=3,
+        # its upper pole just under the left dome where it lies, not cut off by the lung above
+        # and its centre above the left kidney's, beside that kidney's upper pole
+        z_top = self.dome(xy[0], xy[1], True) - u(4, 12)
+        zc = max(z_top - 0.92 * r[2], self.zk[1] + u(20, 35) * s)
+        return self._ell(rng, (xy[0], xy[1], zc), r, jitter_c=3,
                          rot=(0.25, 0, np.arctan2(normal[1], normal[0])), wave_amp=0.1)
 
     def _build_kidneys(self, rng):
@@ -156,8 +160,11 @@ class Anatomy:
         u = rng.uniform
         self.kidneys, self.medulla, self.sinus, self.pelvis, self.adrenals = [], [], [], [], []
         for sgn, zk in ((-1, self.zk[0]), (1, self.zk[1])):
-            c = (sgn * u(58, 72) * s, yv + u(-4, 8), zk)
+            cx = sgn * u(58, 72) * s
             r = np.array([29, 21, 55]) * s * u(0.88, 1.12)   # width, thickness, length (half)
+            # in front of the quadratus lumborum: a narrow cavity moves the kidney forward
+            back = 0.92 * self.cav_b * np.sqrt(max(0.0, 1 - (cx / self.cav_a) ** 2)) - r[1] - 4
+            c = (cx, min(yv + u(-4, 8), back), zk)
             # hilum turned anteromedially; upper pole medial and posterior
             rot = (-0.3, sgn * 0.2, sgn * -0.6)
             k = self._ell(rng, c, r, jitter_c=5, rot=rot, rot_jit=0.1, wave_amp=0.04)
@@ -193,9 +200,14 @@ class Anatomy:
             [0.25 * a, yv - 60 * s, zp + 12 * s],
             [0.5 * (0.45 * a + spl[0] - 20 * s), 0.5 * (yv - 28 * s + spl[1] - 25 * s), zp + 24 * s],
         ]) + rng.normal(0, 5, (5, 3))
-        rad = np.array([18, 13, 12, 11.5, 10.5]) * s * u(0.8, 1.15)
+        # the gland thins with age (atrophy, often with fat between its lobules): about a third
+        # of adults past 60 have a body under 1.5 cm thick
+        atrophic = rng.random() < 0.3
+        rad = np.array([17, 12.5, 11.5, 11, 10]) * s * (u(0.66, 0.82) if atrophic else u(0.8, 1.12))
         pts, prad = smooth_curve(ctrl, rad, 14)
         self.pancreas = self._tube(pts, prad, Wave.random(rng, 5, (12, 30), 0.14))
+        self.pancreas_fat_share = u(0.15, 0.45) if (atrophic or rng.random() < 0.15) else 0.0
+        self.pancreas_lobules = Wave.random(rng, 8, (8, 18), 1.0)
         head = ctrl[0]
         dctrl = np.array([[head[0] + 10, head[1] - 25, head[2] + 35], [head[0] - 28, head[1] - 5, head[2] + 15],
                           [head[0] - 30, head[1] + 5, head[2] - 15], [head[0] + 5, head[1] - 8, head[2] - 40],
