@@ -21,6 +21,8 @@ import numpy as np
 
 from app.synth.shapes import Ellipsoid, Trimmed, Tube, Wave, rotation, smooth_curve
 
+CAVITY_BACK = 0.92   # the cavity's half-depth behind the centre, relative to in front: flatter at the back
+
 
 class Anatomy:
     """Geometry of one random patient (no attenuation: see app.synth.appearance)."""
@@ -141,7 +143,7 @@ class Anatomy:
         """Posterolateral on the left under the lower ribs: thin side against the wall, long axis along it."""
         s, u = self.s, rng.uniform
         phi = u(0.25, 0.65)         # around the cavity from +x towards +y: lateral to the kidney, not on it
-        bb = 0.92 * self.cav_b                           # the cavity is flatter at the back
+        bb = CAVITY_BACK * self.cav_b
         wall_pt = np.array([self.cav_a * np.cos(phi), bb * np.sin(phi)])
         normal = np.array([np.cos(phi) / self.cav_a, np.sin(phi) / bb])
         normal /= np.linalg.norm(normal)
@@ -163,7 +165,7 @@ class Anatomy:
             cx = sgn * u(58, 72) * s
             r = np.array([29, 21, 55]) * s * u(0.88, 1.12)   # width, thickness, length (half)
             # in front of the quadratus lumborum: a narrow cavity moves the kidney forward
-            back = 0.92 * self.cav_b * np.sqrt(max(0.0, 1 - (cx / self.cav_a) ** 2)) - r[1] - 4
+            back = CAVITY_BACK * self.cav_b * np.sqrt(max(0.0, 1 - (cx / self.cav_a) ** 2)) - r[1] - 4
             c = (cx, min(yv + u(-4, 8), back), zk)
             # hilum turned anteromedially; upper pole medial and posterior
             rot = (-0.3, sgn * 0.2, sgn * -0.6)

@@ -9,7 +9,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from app.synth.anatomy import Anatomy
+from app.synth.anatomy import CAVITY_BACK, Anatomy
 from app.synth.shapes import Canvas
 from app.synth.structures import ID
 
@@ -49,7 +49,7 @@ def _body(anat, cv):
     """
     x, y, z, T = cv.x, cv.y, cv.z, cv.T
     a, b = anat.cav_a, anat.cav_b
-    bb = np.where(y > 0, b * 0.92, b)  # flatter at the back
+    bb = np.where(y > 0, b * CAVITY_BACK, b)
     rho = np.sqrt((x / a) ** 2 + (y / bb) ** 2) + anat.body_wave(x, y, z)
     mean_r = 0.5 * (a + b)
     back = back_muscle_block(anat, x, y)

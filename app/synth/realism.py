@@ -21,9 +21,10 @@ from app.synth.anatomy import Anatomy
 from app.synth.painting import paint
 from app.synth.structures import FLARE_OF, ID
 
-# Typical adult volumes, ml (FLARE21 notes), and the wider range every single phantom must keep.
+# Typical adult volumes, ml (FLARE21 notes), and the wider range every single phantom must keep
+# (atrophic glands of the elderly down to about 20 ml).
 TYPICAL_ML = {"liver": (1200, 1800), "kidney": (250, 350), "spleen": (150, 250), "pancreas": (60, 100)}
-ALLOWED_ML = {"liver": (700, 2600), "kidney": (160, 480), "spleen": (70, 450), "pancreas": (20, 170)}  # atrophic glands of the elderly down to about 20 ml
+ALLOWED_ML = {"liver": (700, 2600), "kidney": (160, 480), "spleen": (70, 450), "pancreas": (20, 170)}
 # Median organ HU per phase (literature values with room for partial volume and calibration).
 HU_RANGE = {
     "native": {"liver": (0, 80), "spleen": (20, 65), "kidney": (5, 50), "pancreas": (-40, 60)},
