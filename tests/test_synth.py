@@ -48,6 +48,7 @@ def test_layout_and_nnunet_task(small_set):
 
 def test_geometry_labels_and_hu(small_set):
     data, _ = small_set
+    random_contrast = {c["name"]: c["random_contrast"] for c in json.loads((data / "cases.json").read_text())}
     for lab_path in sorted((data / "labels").glob("*.nii.gz")):
         lab_img, lab = _read(lab_path)
         img, arr = _read(data / "images" / lab_path.name.replace(".nii.gz", "_0000.nii.gz"))
@@ -62,7 +63,9 @@ def test_geometry_labels_and_hu(small_set):
         # organ volumes are checked on the whole anatomy in test_realism_checks_pass_and_can_fail:
         # here the field of view may crop them
         assert arr.min() <= -900 and arr.max() >= 300   # air/lung and bone present
-        assert -150 < np.median(arr[lab == 1]) < 160
+        # a liver in CT range: random contrast draws any soft-tissue HU from -80 to 260
+        hi = 300 if random_contrast[lab_path.name[:-len(".nii.gz")]] else 160
+        assert -150 < np.median(arr[lab == 1]) < hi
 
 
 def _centroid_lps(img, mask):
@@ -72,6 +75,7 @@ def _centroid_lps(img, mask):
 
 def test_anatomy_in_patient_coordinates(small_set):
     data, _ = small_set
+    random_contrast = {c["name"]: c["random_contrast"] for c in json.loads((data / "cases.json").read_text())}
     for lab_path in sorted((data / "labels").glob("*.nii.gz")):
         img, lab = _read(lab_path)
         liver, spleen, pancreas = (_centroid_lps(img, lab == k) for k in (1, 3, 4))
@@ -212,3 +216,30 @@ def test_atrophic_pancreas_is_thinner_and_its_lobules_hold_fat():
     fat = structures == ID["pancreas_fat"]
     assert FLARE_OF[ID["pancreas_fat"]] == 4 and fat.any()
     assert abs(fat.sum() / gland.sum() - anat.pancreas_fat_share) < 0.15, (fat.sum() / gland.sum(), anat.pancreas_fat_share)
+
+
+def test_habitus_sets_the_fat_and_the_stomach_lies_in_front_of_the_pancreas():
+    """An obese habitus has thicker subcutaneous fat and more visceral fat between fewer loops
+    than a lean one; mesenteric vessels run through that fat; and the stomach never lies behind
+    the pancreas's front surface (the lesser sac), whatever the habitus."""
+    from app.synth.anatomy import Anatomy
+    from app.synth.painting import GUT, paint
+    from app.synth.structures import ID
+    anats = [Anatomy(np.random.default_rng([41, i])) for i in range(12)]
+    lean, obese = min(anats, key=lambda a: a.habitus), max(anats, key=lambda a: a.habitus)
+    assert obese.habitus - lean.habitus > 0.5
+    assert obese.fat / obese.s > lean.fat / lean.s and len(obese.small_bowel) < len(lean.small_bowel)
+    fat_share = {}
+    for name, anat in (("lean", lean), ("obese", obese)):
+        zc = float(np.mean([k.c[2] for k in anat.kidneys]))
+        zs = np.arange(zc - 120, zc + 40, 4.0, dtype=np.float32)
+        xy = np.arange(-180, 180, 3.0, dtype=np.float32)
+        z, y, x = np.meshgrid(zs, xy, xy, indexing="ij")
+        structures = paint(anat, x, y, z)
+        fat = (structures == ID["visceral_fat"]).sum()
+        fat_share[name] = fat / (fat + np.isin(structures, GUT).sum())
+        assert (structures == ID["mesenteric_vessel"]).sum() > 20
+        stomach = np.isin(structures, [i for n, i in ID.items() if n.startswith("stomach_")])
+        d = anat.deform(x, y, z)   # painting reads the anatomy at displaced points
+        assert stomach.any() and not (stomach & anat.behind_pancreas(x + d[0], y + d[1], z + d[2])).any()
+    assert fat_share["obese"] > fat_share["lean"] + 0.05, fat_share

@@ -8,6 +8,9 @@ renal hila (L1-L2), so the organs keep their true levels relative to each other:
   wedge whose inferior surface rises from the lateral tip to the porta;
 - spleen posterolateral on the left under the lower ribs;
 - pancreas head in the duodenal C-loop, body across the aorta and SMA, tail to the splenic hilum;
+- body habitus (lean to obese) sets the subcutaneous fat, how many bowel loops share the
+  visceral fat, and the fat planes around the pancreas and kidneys; mesenteric vessels run
+  through that fat;
 - stomach, duodenum, a colon frame with faeces and gas, small-bowel loops, vessels, spine with
   discs at fixed levels and the back's muscle behind it, ribs, lung bases, and the pelvis (iliac
   wings, sacrum, femoral heads, gluteal muscles, bladder, rectum) when the field reaches them.
@@ -33,10 +36,18 @@ class Anatomy:
         s = u(0.88, 1.12)                      # overall size
         self.s = s
         # the abdominal cavity (inside the muscle wall) sets the organ layout; fat and wall go outside it
-        self.cav_a = 123 * s * u(0.93, 1.12)   # cavity half-width (LR)
-        self.cav_b = 90 * s * u(0.9, 1.12)     # cavity half-depth (AP)
+        # body habitus, lean (0) to obese (1): it sets the subcutaneous fat, the visceral fat
+        # between the loops and around the organs, and so how tightly the viscera are packed;
+        # visceral fat widens the cavity itself
+        self.habitus = u(0, 1)
+        self.cav_a = 123 * s * u(0.93, 1.12) * (1 + 0.1 * self.habitus)   # cavity half-width (LR)
+        self.cav_b = 90 * s * u(0.9, 1.12) * (1 + 0.12 * self.habitus)    # cavity half-depth (AP)
         self.a, self.b = 1.22 * self.cav_a, 1.22 * self.cav_b   # layout scale of the organ positions
-        self.fat = u(6, 45) * s                # subcutaneous fat thickness: body habitus
+        self.fat = (6 + 39 * float(np.clip(self.habitus + rng.normal(0, 0.15), 0, 1))) * s
+        # fat planes around the pancreas and the kidneys (peripancreatic, perirenal), in the
+        # organ's value units (about distance / radius): thin in lean patients, wide in obese ones
+        self.peripancreatic_fat = 0.1 + 0.35 * self.habitus
+        self.perirenal_fat = 0.05 + 0.25 * self.habitus
         self.wall = u(6, 13)                   # muscle wall thickness
         self.yv = 0.42 * self.b                # vertebral body centre (posterior)
         self.vr = np.array([21, 17]) * s * u(0.9, 1.1)
@@ -89,6 +100,7 @@ class Anatomy:
         self._build_vessels(rng, ctrl)
         self._build_stomach_and_small_bowel(rng)
         self._build_colon(rng)
+        self._build_mesentery(rng)
         self._build_chest_and_pelvis(rng)
 
     def _build_solid_organs(self, rng):
@@ -96,7 +108,7 @@ class Anatomy:
         s, a, b = self.s, self.a, self.b
         u = rng.uniform
         ztop = self.zdR + 8
-        rl = np.array([84, 76, 70]) * s * u(0.9, 1.12)
+        rl = np.array([84, 76, 70]) * s * u(0.96, 1.16)
         self.liver = [
             self._ell(rng, (-0.42 * a, -0.02 * b, ztop - rl[2] * 0.95), rl, rot=(0, 0.12, 0.2)),
             self._ell(rng, (-0.05 * a, -0.42 * b, ztop - 50 * s), np.array([62, 30, 36]) * s,
@@ -133,6 +145,16 @@ class Anatomy:
         r = (right.r * np.array([0.95, 0.95, 0.0]) + np.array([0.0, 0.0, 45.0]) * self.s).astype(np.float32)
         c = np.array([right.c[0], right.c[1], self.zdR - rng.uniform(15, 25) * self.s], np.float32)
         return Ellipsoid(c, r, right.R, Wave.random(rng, 3, (50, 110), 0.05))
+
+    def behind_pancreas(self, x, y, z, gap: float = 3.0):
+        """Points behind `gap` mm in front of the pancreas's front surface, near its height (the
+        lesser sac's back wall): the stomach lies in front of the gland, never around or behind it."""
+        order = np.argsort(self.pancreas.pts[:, 0])
+        px, py, pz = (self.pancreas.pts[order, i] for i in range(3))
+        pr = self.pancreas.radii[order]
+        front = np.interp(x, px, py - pr - gap)
+        height = np.interp(x, px, pz)
+        return (y > front) & (np.abs(z - height) < 35 * self.s) & (x > px[0] - 10) & (x < px[-1] + 10)
 
     def liver_floor(self, x, y):
         """z of the right lobe's inferior surface above (x, y)."""
@@ -252,7 +274,8 @@ class Anatomy:
         # a habitus with much visceral fat has fewer loops packed in the same space
         self.small_bowel = []
         z_top, z_bot = min(self.zk) + 25, self.z_pelvis - 90 * s
-        for _ in range(int(rng.integers(24, 44))):
+        n_loops = int(np.clip(round(44 - 26 * self.habitus + rng.normal(0, 3)), 16, 48))
+        for _ in range(n_loops):
             p0 = np.array([u(-0.55, 0.55) * a, u(-0.75, 0.15) * b, u(z_bot, z_top)])
             steps = rng.normal(0, 1, (3, 3)) * np.array([25, 15, 25]) * s
             pts = np.vstack([p0, p0 + np.cumsum(steps, 0)])
@@ -281,6 +304,24 @@ class Anatomy:
         self.colon = self._tube(pts, prad, Wave.random(rng, 4, (20, 40), 0.1))
         self.faeces_pattern = Wave.random(rng, 8, (6, 14), 1.0)
         self.colon_gas_share = u(0.05, 0.6)
+
+    def _build_mesentery(self, rng):
+        """Mesenteric vessels: branches of the SMA and SMV that fan out through the visceral fat
+        to the small bowel and the colon, the small round and branching densities that fill the
+        fat between the loops on a real CT. Painted over fat only."""
+        s, u = self.s, rng.uniform
+        trunk = self.sma.pts[1:]                 # below the pancreas: where the branches leave
+        loops = [t for t, _ in self.small_bowel]
+        self.mesenteric = []
+        for _ in range(int(rng.integers(12, 22))):
+            t = u(0.05, 1.0)
+            start = trunk[0] + t * (trunk[1] - trunk[0])
+            if rng.random() < 0.8:
+                target = loops[int(rng.integers(len(loops)))].pts[int(rng.integers(4))]
+            else:
+                target = self.colon.pts[int(rng.integers(len(self.colon.pts)))]
+            mid = 0.5 * (start + target) + rng.normal(0, 12, 3)
+            self.mesenteric.append(self._tube([start, mid, target], np.array([u(2.2, 3.5), u(1.6, 2.6), 1.4]) * s))
 
     def _build_chest_and_pelvis(self, rng):
         """Lower ribs, the heart above the domes, the pelvis (bones, bladder, muscles) and the table gap."""

@@ -4,7 +4,7 @@ Drawn per case, so the network learns shape and context rather than one table of
 - a contrast phase (native, late arterial, portal venous, delayed), HU per tissue from literature
   ranges for it (so the organs overlap in HU as real soft tissue does), a global calibration
   offset and a small offset per structure;
-- fatty pancreas and fatty liver for a share of cases;
+- fatty pancreas, fatty liver and osteoporotic (fatty) marrow for a share of cases;
 - for a share of cases, SynthSeg-style random contrast: every soft-tissue structure gets an
   independent random HU (air, fat, lung, gas and bone keep theirs, so the body still reads as CT);
 - a smooth additive bias field, soft-tissue texture, correlated noise at varied levels, in-plane
@@ -77,6 +77,8 @@ def _tissue_hu(rng, phase: str) -> np.ndarray:
         hu[PANCREAS] -= u(15, 50)
     if rng.random() < 0.12:         # hepatic steatosis: the liver darker than the spleen
         hu[LIVER] -= u(20, 55)
+    if rng.random() < 0.25:         # osteoporotic, fatty marrow (common in the elderly): under 110 HU
+        hu[MARROW] = u(40, 110) + offset
     if phase != "delayed":
         hu[URINE] = min(hu[URINE], 25.0)
     return hu

@@ -13,6 +13,10 @@ from app.synth.anatomy import CAVITY_BACK, Anatomy
 from app.synth.shapes import Canvas
 from app.synth.structures import ID
 
+SOLID = (ID["liver"], ID["spleen"])
+GUT = tuple(i for name, i in ID.items() if name.startswith(("stomach_", "small_bowel_", "colon_")))
+NEAR_KIDNEY = GUT + (ID["pancreas"], ID["pancreas_fat"], ID["duodenum_wall"], ID["duodenum_content"])
+
 
 def paint(anat: Anatomy, x, y, z) -> np.ndarray:
     """Structure ids (uint8) at patient points (arrays of one shape)."""
@@ -20,6 +24,7 @@ def paint(anat: Anatomy, x, y, z) -> np.ndarray:
     cv = Canvas(x + d[0], y + d[1], z + d[2])
     rho, mean_r, inner, cavity = _body(anat, cv)
     _back_muscles(anat, cv, inner, cavity)
+    _mesentery(anat, cv)
     _hollow_organs(anat, cv, cavity)
     _vessels(anat, cv, cavity)
     dome_l = anat.dome(cv.x, cv.y, True)
@@ -84,6 +89,13 @@ def _back_muscles(anat, cv, inner, cavity):
         _fill(cv, gluteal, "gluteal_muscle", inner)
 
 
+def _mesentery(anat, cv):
+    """Mesenteric vessels, over the visceral fat only (bowel and organs painted later cover them)."""
+    fat = cv.T == ID["visceral_fat"]
+    for vessel in anat.mesenteric:
+        _fill(cv, vessel, "mesenteric_vessel", fat)
+
+
 def _hollow_organs(anat, cv, cavity):
     """Small bowel, colon (faeces mottled with gas), duodenum and stomach with their contents."""
     for tube, content in anat.small_bowel:
@@ -98,12 +110,14 @@ def _hollow_organs(anat, cv, cavity):
     sl, v = _fill(cv, anat.duodenum, "duodenum_wall", cavity)
     if sl is not None:
         cv.put(sl, v < -0.45, ID["duodenum_content"], cavity)
-    sl, v = _fill(cv, anat.stomach, "stomach_wall", cavity)
+    in_front = cavity & ~anat.behind_pancreas(cv.x, cv.y, cv.z)
+    sl, v = _fill(cv, anat.stomach, "stomach_wall", in_front)
+    in_front = cavity & ~anat.behind_pancreas(cv.x, cv.y, cv.z, gap=7.0)   # the wall closes the cut
     if sl is not None:
-        cv.put(sl, v < -0.12, ID[f"stomach_{anat.stomach_content}"], cavity)
+        cv.put(sl, v < -0.12, ID[f"stomach_{anat.stomach_content}"], in_front)
         if anat.stomach_gas:
             top = cv.y[sl] < anat.stomach.c[1] - 0.35 * anat.stomach.r[1]  # gas rises anteriorly (supine)
-            cv.put(sl, (v < -0.12) & top, ID["stomach_gas"], cavity)
+            cv.put(sl, (v < -0.12) & top, ID["stomach_gas"], in_front)
 
 
 def _vessels(anat, cv, cavity):
@@ -130,14 +144,16 @@ def _solid_organs(anat, cv, cavity, diaphragm):
         _fill(cv, e, "liver", under_diaphragm)
     if anat.gall is not None:
         _fill(cv, anat.gall, "gallbladder", cavity)
-    sl, v = _fill_with_fat_plane(cv, anat.pancreas, "pancreas", 0.3, cavity)
+    planes = ((0.3, SOLID), (anat.peripancreatic_fat, GUT))
+    sl, v = _fill_with_fat_plane(cv, anat.pancreas, "pancreas", planes, cavity)
     if sl is not None and anat.pancreas_fat_share > 0:
         _lobulate(anat, cv, sl, v, cavity)
     _fill(cv, anat.splenic_v, "splenic_vein", cavity)
     for adrenal in anat.adrenals:
         _fill(cv, adrenal, "adrenal", cavity)
+    planes = ((0.12, SOLID), (anat.perirenal_fat, NEAR_KIDNEY))   # perirenal fat
     for k, m, sn, pv in zip(anat.kidneys, anat.medulla, anat.sinus, anat.pelvis):
-        if _fill_with_fat_plane(cv, k, "kidney_cortex", 0.12, cavity)[0] is None:   # with perirenal fat
+        if _fill_with_fat_plane(cv, k, "kidney_cortex", planes, cavity)[0] is None:
             continue
         for struct, name in ((m, "kidney_medulla"), (sn, "renal_sinus"), (pv, "renal_pelvis")):
             sl, v = cv.val(struct)
@@ -146,14 +162,16 @@ def _solid_organs(anat, cv, cavity, diaphragm):
                 cv.put(sl, (v < 0) & rim, ID[name], cavity)
 
 
-def _fill_with_fat_plane(cv, struct, name: str, margin: float, where=None) -> tuple:
-    """`_fill`, after putting fat where liver or spleen come within `margin` of the structure:
-    organs that indent each other keep a fat plane between them, as in patients, instead of one
-    organ lying inside another. Returns (sub-box, value) as `_fill` does."""
+def _fill_with_fat_plane(cv, struct, name: str, planes, where=None) -> tuple:
+    """`_fill`, after putting fat where the structures of each (margin, ids) in `planes` come
+    within that margin of it: organs that indent each other keep a fat plane between them, as in
+    patients, instead of one organ lying inside another or merging with the bowel beside it.
+    Returns (sub-box, value) as `_fill` does."""
     sl, v = cv.val(struct)
     if sl is not None:
-        near = (v < margin) & np.isin(cv.T[sl], (ID["liver"], ID["spleen"]))
-        cv.T[sl][near] = ID["visceral_fat"]
+        for margin, ids in planes:
+            near = (v < margin) & np.isin(cv.T[sl], ids)
+            cv.T[sl][near] = ID["visceral_fat"]
         cv.put(sl, v < 0, ID[name], where)
     return sl, v
 

@@ -78,6 +78,7 @@ STRUCTURES: tuple[Structure, ...] = (
     Structure("femoral_head_marrow", MARROW),
     Structure("gluteal_muscle", MUSCLE),
     Structure("pancreas_fat", VFAT, 4),
+    Structure("mesenteric_vessel", VEIN),
 )
 ID = {s.name: i for i, s in enumerate(STRUCTURES)}
 TISSUE_OF = np.array([s.tissue for s in STRUCTURES], np.uint8)
