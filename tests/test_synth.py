@@ -243,3 +243,22 @@ def test_habitus_sets_the_fat_and_the_stomach_lies_in_front_of_the_pancreas():
         d = anat.deform(x, y, z)   # painting reads the anatomy at displaced points
         assert stomach.any() and not (stomach & anat.behind_pancreas(x + d[0], y + d[1], z + d[2])).any()
     assert fat_share["obese"] > fat_share["lean"] + 0.05, fat_share
+
+
+def test_hu_check_takes_off_the_calibration_and_knows_fatty_organs():
+    """The realism HU check judges tissue, not the scanner: it removes the case's calibration
+    offset, and lets an organ drawn fatty lie lower, but no lower than fatty infiltration goes."""
+    from app.synth.phantom import make_phantom
+    from app.synth.realism import hu_problems, organ_median_hu
+    assert hu_problems("portal", {"liver": 110.0}) == []
+    assert hu_problems("portal", {"liver": 50.0}) != []                        # too dark for a normal liver
+    assert hu_problems("portal", {"liver": 50.0}, fatty=("liver",)) == []      # steatosis
+    assert hu_problems("portal", {"liver": 10.0}, fatty=("liver",)) != []      # darker than fat infiltration makes it
+    assert hu_problems("native", {"spleen": 70.0}) != []
+    assert hu_problems("native", {"spleen": 70.0}, calibration_hu=10.0) == []
+    ph = make_phantom(5, 0, "small")     # a case with realistic contrast
+    info = ph.info
+    assert not info["random_contrast"]
+    assert -15 <= info["calibration_hu"] <= 12 and set(info["fatty"]) <= {"pancreas", "liver", "marrow"}
+    assert hu_problems(info["phase"], organ_median_hu(ph.image, ph.labels), info["calibration_hu"],
+                       tuple(info["fatty"])) == []

@@ -43,16 +43,19 @@ class Appearance:
     noise_corr: float               # in-plane correlation of the noise, voxels
     psf_mm: float                   # in-plane blur
     slice_sigma: float              # slice profile, in slices
+    calibration_hu: float = 0.0     # the scanner's offset added to every soft tissue
+    fatty: tuple[str, ...] = ()     # tissues drawn fatty this case (pancreas, liver, marrow)
 
     def describe(self) -> dict:
         return {"phase": self.phase, "random_contrast": self.random_contrast,
-                "noise_hu": round(self.noise_hu, 1), "bias_hu": round(self.bias_amp, 1)}
+                "noise_hu": round(self.noise_hu, 1), "bias_hu": round(self.bias_amp, 1),
+                "calibration_hu": round(self.calibration_hu, 1), "fatty": list(self.fatty)}
 
 
 def draw_appearance(rng: np.random.Generator) -> Appearance:
     u = rng.uniform
     phase = str(rng.choice(PHASES, p=PHASE_P))
-    tissue_hu = _tissue_hu(rng, phase)
+    tissue_hu, calibration, fatty = _tissue_hu(rng, phase)
     structure_hu = tissue_hu[TISSUE_OF] + np.where(np.isin(TISSUE_OF, KEEP_UNDER_RANDOM), 0.0,
                                                    rng.normal(0, 4, len(TISSUE_OF)))
     random_contrast = bool(rng.random() < RANDOM_CONTRAST_P)
@@ -63,22 +66,28 @@ def draw_appearance(rng: np.random.Generator) -> Appearance:
         phase=phase, random_contrast=random_contrast, structure_hu=structure_hu.astype(np.float32),
         textured=TEXTURED[TISSUE_OF], texture=Wave.random(rng, 6, (12, 60), 1.0), texture_amp=u(3, 12),
         bias=Wave.random(rng, 3, (200, 500), 1.0), bias_amp=u(0, 25),
-        noise_hu=u(4, 35), noise_corr=u(0.0, 1.0), psf_mm=u(0.5, 1.4), slice_sigma=u(0.3, 0.6))
+        noise_hu=u(4, 35), noise_corr=u(0.0, 1.0), psf_mm=u(0.5, 1.4), slice_sigma=u(0.3, 0.6),
+        calibration_hu=calibration, fatty=fatty)
 
 
-def _tissue_hu(rng, phase: str) -> np.ndarray:
-    """HU per tissue for this case: phase ranges, a calibration offset, fatty organs."""
+def _tissue_hu(rng, phase: str) -> tuple[np.ndarray, float, tuple[str, ...]]:
+    """HU per tissue for this case: phase ranges, a calibration offset, fatty organs.
+    Returns (HU per tissue, the offset, the names of the tissues drawn fatty)."""
     u = rng.uniform
     offset = u(-15, 12)
     hu = np.zeros(N_TISSUES, np.float32)
     for t, (lo, hi) in {**HU_FIXED, **HU_RANGES[phase]}.items():
         hu[t] = u(lo, hi) + (offset if t not in (AIR, GAS, LUNG) else 0.0)
+    fatty = []
     if rng.random() < 0.3:          # fatty infiltration of the pancreas, common with age
         hu[PANCREAS] -= u(15, 50)
+        fatty.append("pancreas")
     if rng.random() < 0.12:         # hepatic steatosis: the liver darker than the spleen
         hu[LIVER] -= u(20, 55)
+        fatty.append("liver")
     if rng.random() < 0.25:         # osteoporotic, fatty marrow (common in the elderly): under 110 HU
         hu[MARROW] = u(40, 110) + offset
+        fatty.append("marrow")
     if phase != "delayed":
         hu[URINE] = min(hu[URINE], 25.0)
-    return hu
+    return hu, float(offset), tuple(fatty)
