@@ -306,7 +306,7 @@ class Anatomy:
         self.colon_gas_share = u(0.05, 0.6)
 
     def _build_mesentery(self, rng):
-        """Mesenteric vessels: branches of the SMA and SMV that fan out through the visceral fat
+        """Mesenteric vessels: branches from the SMA's trunk that fan out through the visceral fat
         to the small bowel and the colon, the small round and branching densities that fill the
         fat between the loops on a real CT. Painted over fat only."""
         s, u = self.s, rng.uniform

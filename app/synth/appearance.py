@@ -25,6 +25,9 @@ from app.synth.structures import TISSUE_OF
 PHASES = ("native", "arterial", "portal", "delayed")
 PHASE_P = (0.3, 0.17, 0.43, 0.1)
 RANDOM_CONTRAST_P = 0.2
+FATTY_PANCREAS_DROP_HU = (15.0, 50.0)   # fatty infiltration of the pancreas
+STEATOSIS_DROP_HU = (20.0, 55.0)        # hepatic steatosis
+FATTY_DROP_HU = max(FATTY_PANCREAS_DROP_HU[1], STEATOSIS_DROP_HU[1])
 # tissues that keep realistic HU under random contrast: what makes any CT look like a CT
 KEEP_UNDER_RANDOM = (AIR, GAS, LUNG, SUBFAT, VFAT, CORTEX, MARROW, ORAL, TABLE)
 
@@ -67,7 +70,7 @@ def draw_appearance(rng: np.random.Generator) -> Appearance:
         textured=TEXTURED[TISSUE_OF], texture=Wave.random(rng, 6, (12, 60), 1.0), texture_amp=u(3, 12),
         bias=Wave.random(rng, 3, (200, 500), 1.0), bias_amp=u(0, 25),
         noise_hu=u(4, 35), noise_corr=u(0.0, 1.0), psf_mm=u(0.5, 1.4), slice_sigma=u(0.3, 0.6),
-        calibration_hu=calibration, fatty=fatty)
+        calibration_hu=calibration, fatty=() if random_contrast else fatty)   # random contrast redraws organs
 
 
 def _tissue_hu(rng, phase: str) -> tuple[np.ndarray, float, tuple[str, ...]]:
@@ -80,10 +83,10 @@ def _tissue_hu(rng, phase: str) -> tuple[np.ndarray, float, tuple[str, ...]]:
         hu[t] = u(lo, hi) + (offset if t not in (AIR, GAS, LUNG) else 0.0)
     fatty = []
     if rng.random() < 0.3:          # fatty infiltration of the pancreas, common with age
-        hu[PANCREAS] -= u(15, 50)
+        hu[PANCREAS] -= u(*FATTY_PANCREAS_DROP_HU)
         fatty.append("pancreas")
     if rng.random() < 0.12:         # hepatic steatosis: the liver darker than the spleen
-        hu[LIVER] -= u(20, 55)
+        hu[LIVER] -= u(*STEATOSIS_DROP_HU)
         fatty.append("liver")
     if rng.random() < 0.25:         # osteoporotic, fatty marrow (common in the elderly): under 110 HU
         hu[MARROW] = u(40, 110) + offset

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.synth.anatomy import Anatomy
+from app.synth.appearance import FATTY_DROP_HU
 from app.synth.painting import paint
 from app.synth.structures import FLARE_OF, ID
 
@@ -29,8 +30,9 @@ ALLOWED_ML = {"liver": (700, 2600), "kidney": (160, 480), "spleen": (70, 450), "
 HU_RANGE = {
     "native": {"liver": (0, 80), "spleen": (20, 65), "kidney": (5, 50), "pancreas": (-40, 60)},
     "portal": {"liver": (75, 140), "spleen": (85, 150), "kidney": (100, 215), "pancreas": (15, 125)},
+    "arterial": {"liver": (40, 120), "spleen": (70, 180), "kidney": (60, 260), "pancreas": (20, 150)},
+    "delayed": {"liver": (45, 125), "spleen": (45, 125), "kidney": (80, 220), "pancreas": (10, 115)},
 }
-FATTY_DROP_HU = 55.0   # the most that fatty infiltration takes off an organ (app.synth.appearance)
 ORGAN_LABEL = {"liver": 1, "kidney": 2, "spleen": 3, "pancreas": 4}
 STEP_MM = 4.0
 
@@ -114,7 +116,8 @@ def organ_median_hu(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def hu_problems(phase: str, medians: dict[str, float], calibration_hu: float = 0.0,
                 fatty: tuple[str, ...] = ()) -> list[str]:
     """Organ medians outside the literature range of the phase, once the scanner's calibration
-    offset is taken off; an organ drawn fatty (steatosis, fatty pancreas) may lie up to
+    offset is taken off (the generator draws it wider than a well-kept scanner's few HU, to
+    cover scanners and kernels); an organ drawn fatty (steatosis, fatty pancreas) may lie up to
     FATTY_DROP_HU lower."""
     ranges = HU_RANGE.get(phase, {})
     problems = []
@@ -124,8 +127,8 @@ def hu_problems(phase: str, medians: dict[str, float], calibration_hu: float = 0
         lo, hi = ranges[organ]
         lo -= FATTY_DROP_HU if organ in fatty else 0.0
         if not lo <= hu - calibration_hu <= hi:
-            problems.append(f"{phase} {organ} median {hu:.0f} HU (calibration {calibration_hu:+.0f}) "
-                            f"outside {(lo, hi)}")
+            problems.append(f"{phase} {organ} median {hu - calibration_hu:.0f} HU without the calibration "
+                            f"offset ({calibration_hu:+.0f}) outside {lo:.0f}-{hi:.0f}")
     return problems
 
 
