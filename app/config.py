@@ -41,6 +41,9 @@ class PredictConfig:
     shard: tuple[int, int] | None = None   # (index, count), index from 0
     preprocess_on: str = "auto"            # auto | device (torch, where the network runs) | host (numpy)
     release_cached_memory: bool = True     # CUDA: free cached blocks between stages
+    # keep the two largest kidney components (one per kidney) where postprocessing.json keeps
+    # no kidney component rule; False: nnU-Net's postprocessing alone
+    paired_organs: bool = True
 
     def resolved_mode(self) -> Mode:
         try:

@@ -9,13 +9,15 @@ class Organ:
     label: int
     name: str
     rgb: tuple[int, int, int]
+    count: int = 1   # how many a patient has: one label covers both kidneys
 
 
 ORGANS: tuple[Organ, ...] = (
     Organ(1, "liver", (220, 80, 60)),
-    Organ(2, "kidney", (250, 200, 40)),
+    Organ(2, "kidney", (250, 200, 40), count=2),
     Organ(3, "spleen", (60, 120, 230)),
     Organ(4, "pancreas", (80, 200, 110)),
 )
 LABELS: dict[int, str] = {organ.label: organ.name for organ in ORGANS}
+PAIRED: dict[int, int] = {organ.label: organ.count for organ in ORGANS if organ.count > 1}
 NUM_CLASSES = len(ORGANS) + 1  # background included

@@ -113,3 +113,40 @@ def test_default_network_batch():
     assert default_network_batch(torch.device("cuda"), True) == 2
     assert default_network_batch(torch.device("cpu"), True) == 8
     assert default_network_batch(torch.device("cpu"), False) == 1
+
+
+def _keep_n_largest_scipy(mask, label, n):
+    """An independent rule: scipy's face-connected components, the n largest (ties kept)."""
+    from scipy import ndimage
+    components, count = ndimage.label(mask == label)
+    if count == 0:
+        return mask
+    sizes = ndimage.sum(np.ones_like(components), components, index=np.arange(1, count + 1))
+    threshold = np.sort(sizes)[-min(n, count)]
+    out = mask.copy()
+    for index, size in enumerate(sizes, start=1):
+        if size < threshold:
+            out[components == index] = 0
+    return out
+
+
+def test_paired_organ_keeps_its_two_largest_components():
+    """The kidney label keeps two components (one per kidney), the other listed labels one; the
+    result equals an independent scipy implementation on a fragmented random mask."""
+    from app.inference.postprocess import component_rules
+    rng = np.random.default_rng(3)
+    mask = (rng.random((30, 40, 50)) < 0.3).astype(np.uint8) * rng.integers(1, 5, (30, 40, 50)).astype(np.uint8)
+    labels, counts = component_rules([1, 3])
+    assert labels == (1, 3, 2) and counts == {2: 2}
+    expected = _keep_n_largest_scipy(_keep_n_largest_scipy(_keep_n_largest_scipy(mask, 1, 1), 3, 1), 2, 2)
+    np.testing.assert_array_equal(keep_largest_components(mask.copy(), labels, counts), expected)
+    # two kidneys and a small false positive far away: both kidneys stay, the false positive goes
+    kidneys = np.zeros((20, 40, 60), np.uint8)
+    kidneys[5:15, 10:25, 5:15] = 2
+    kidneys[5:15, 10:25, 40:52] = 2
+    kidneys[17:19, 35:38, 28:31] = 2
+    kept = keep_largest_components(kidneys.copy(), *component_rules([1, 3]))
+    assert (kept == 2).sum() == (kidneys == 2).sum() - 18 and kept[18, 36, 29] == 0
+    # where postprocessing.json keeps one kidney component, or the rule is off, nnU-Net's rule alone
+    assert component_rules([1, 2, 3]) == ((1, 2, 3), {})
+    assert component_rules([1, 3], paired_organs=False) == ((1, 3), {})

@@ -268,3 +268,42 @@ def test_hu_check_takes_off_the_calibration_and_knows_fatty_organs():
     assert -15 <= info["calibration_hu"] <= 12 and set(info["fatty"]) <= {"pancreas", "liver", "marrow"}
     assert hu_problems(info["phase"], organ_median_hu(ph.image, ph.labels), info["calibration_hu"],
                        tuple(info["fatty"])) == []
+
+
+def _face_neighbours(mask: np.ndarray) -> np.ndarray:
+    """Voxels with a face neighbour in mask (no wrap-around at the grid's edges)."""
+    out = np.zeros_like(mask)
+    for axis in range(3):
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        out[tuple(lo)] |= mask[tuple(hi)]
+        out[tuple(hi)] |= mask[tuple(lo)]
+    return out
+
+
+def test_gut_contents_keep_their_wall_and_the_mesentery_reaches_only_the_sma_colon():
+    """Bowel contents never lie bare against the visceral fat: where a fat plane around the
+    pancreas or a kidney cuts a loop, the loop's wall closes again (the previous generator left
+    0.3-1.3 % of the content voxels of these anatomies touching fat). Mesenteric branches from
+    the SMA reach the small bowel and the colon from the caecum to the transverse colon only."""
+    from app.synth.anatomy import Anatomy
+    from app.synth.painting import paint
+    from app.synth.structures import ID
+    contents = [i for n, i in ID.items()
+                if n.startswith(("stomach_", "small_bowel_", "colon_", "duodenum_")) and not n.endswith("_wall")]
+    for i in range(4):
+        anat = Anatomy(np.random.default_rng([42, i]))
+        zc = float(np.mean([k.c[2] for k in anat.kidneys]))
+        zs = np.arange(zc - 60, zc + 60, 2.0, dtype=np.float32)
+        xy = np.arange(-150, 150, 1.5, dtype=np.float32)
+        z, y, x = np.meshgrid(zs, xy, xy, indexing="ij")
+        structures = paint(anat, x, y, z)
+        content = np.isin(structures, contents)
+        bare = content & _face_neighbours(structures == ID["visceral_fat"])
+        assert content.sum() > 10_000 and bare.sum() < 1e-3 * content.sum(), (i, int(bare.sum()))
+        later_colon = anat.colon.pts[anat.colon_sma_end:]
+        ends = np.array([vessel.pts[-1] for vessel in anat.mesenteric])
+        loop_points = np.concatenate([tube.pts for tube, _ in anat.small_bowel])
+        on_loop = np.isin(ends.view([("", ends.dtype)] * 3), loop_points.view([("", loop_points.dtype)] * 3))
+        on_later_colon = (np.abs(ends[:, None, :] - later_colon[None]).max(axis=2) < 1e-4).any(axis=1)
+        assert not (on_later_colon & ~on_loop.ravel()).any()

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=_shard, help="I/N: only cases I, I+N, I+2N, ... of the sorted list")
     parser.add_argument("--preview", type=Path, help="folder for one PNG preview per case")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--stock-postprocessing", action="store_true",
+                        help="nnU-Net's postprocessing only: no two-kidney component rule")
     parser.add_argument("--preprocess", choices=("auto", "device", "host"), default="auto",
                         help="where resampling and normalisation run: device (torch, where the network "
                              "runs), host (numpy); auto: the device (faster on the CPU in bench/stages.py's "
@@ -51,6 +53,7 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         device=args.device, network_batch=args.network_batch, fp16=not args.no_fp16,
         overwrite=args.overwrite, progress=not args.quiet,
         preview_dir=args.preview, shard=args.shard, preprocess_on=args.preprocess,
+        paired_organs=not args.stock_postprocessing,
     )
 
 

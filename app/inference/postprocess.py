@@ -1,4 +1,6 @@
-"""Keep the largest connected component of each label that postprocessing.json names.
+"""Keep the largest connected component of each label that postprocessing.json names, and the
+two largest of a paired organ's label (the kidneys), which nnU-Net's one-component rule cannot
+serve: it would delete one kidney, so cross-validation never chooses it for them.
 
 One multi-label cc3d pass labels the components of every organ at once, then one bincount and
 one lookup: O(voxels), however fragmented the mask (nnU-Net v1 makes one full-volume pass per
@@ -6,15 +8,29 @@ component). Face connectivity (6), as v1's scipy.ndimage.label default; componen
 largest size are all kept, as in v1."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
+from app.labels import PAIRED
 
-def keep_largest_components(mask: np.ndarray, labels: Iterable[int]) -> np.ndarray:
+
+def component_rules(single_labels: Iterable[int], paired_organs: bool = True) -> tuple[tuple[int, ...], dict[int, int]]:
+    """(labels, components to keep per label) for `keep_largest_components`: the labels that
+    postprocessing.json keeps one component of, and each paired organ that it leaves out, with as
+    many components as a patient has of that organ. `paired_organs=False`: nnU-Net's rule alone."""
+    single = tuple(int(label) for label in single_labels)
+    paired = {label: n for label, n in PAIRED.items() if label not in single} if paired_organs else {}
+    return single + tuple(paired), paired
+
+
+def keep_largest_components(mask: np.ndarray, labels: Iterable[int],
+                            counts: Mapping[int, int] | None = None) -> np.ndarray:
+    """Keep, for each label, its largest component, or its `counts[label]` largest ones."""
     import cc3d
 
     labels = [int(label) for label in labels]
+    counts = {int(label): int(n) for label, n in (counts or {}).items()}
     selected = np.isin(mask, labels)
     if not labels or not selected.any():
         return mask
@@ -31,6 +47,7 @@ def keep_largest_components(mask: np.ndarray, labels: Iterable[int]) -> np.ndarr
         ids = np.flatnonzero(label_of == label)
         ids = ids[ids > 0]
         if ids.size:
-            keep[ids] = sizes[ids] == sizes[ids].max()
+            kept = min(counts.get(label, 1), ids.size)
+            keep[ids] = sizes[ids] >= np.sort(sizes[ids])[-kept]
     mask[box][~keep[components]] = 0
     return mask

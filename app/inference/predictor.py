@@ -20,7 +20,7 @@ from app.inference.ensemble import SlidingWindow, network_device
 from app.inference.export import probabilities_to_mask
 from app.inference.network import load_network
 from app.inference.orientation import mask_to_input_grid, reorient
-from app.inference.postprocess import keep_largest_components
+from app.inference.postprocess import component_rules, keep_largest_components
 from app.inference.preprocess import Preprocessed, preprocess
 from app.inference.stages import StageTimer, cuda_sync_for
 from app.inference.weights import load_weights
@@ -125,7 +125,8 @@ class Predictor:
         del probs
         self._release_cached_memory()
         with timer.stage("postprocess"):
-            mask = keep_largest_components(mask, self.weights.postprocessing.largest_component_labels)
+            mask = keep_largest_components(mask, *component_rules(
+                self.weights.postprocessing.largest_component_labels, self.config.paired_organs))
         with timer.stage("reorient"):
             mask = mask_to_input_grid(mask, oriented, image)
         return mask

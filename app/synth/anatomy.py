@@ -146,15 +146,18 @@ class Anatomy:
         c = np.array([right.c[0], right.c[1], self.zdR - rng.uniform(15, 25) * self.s], np.float32)
         return Ellipsoid(c, r, right.R, Wave.random(rng, 3, (50, 110), 0.05))
 
-    def behind_pancreas(self, x, y, z, gap: float = 3.0):
-        """Points behind `gap` mm in front of the pancreas's front surface, near its height (the
-        lesser sac's back wall): the stomach lies in front of the gland, never around or behind it."""
+    def behind_pancreas(self, x, y, z, grow: float = 0.0):
+        """Points behind 3 mm in front of the pancreas's front surface, near its height (the
+        lesser sac's back wall): the stomach lies in front of the gland, never around or behind it.
+        `grow` mm widens the region on every face, so that the stomach's contents, cut by the
+        grown region, keep a wall on every face of the cut."""
         order = np.argsort(self.pancreas.pts[:, 0])
         px, py, pz = (self.pancreas.pts[order, i] for i in range(3))
         pr = self.pancreas.radii[order]
-        front = np.interp(x, px, py - pr - gap)
+        front = np.interp(x, px, py - pr - 3.0 - grow)
         height = np.interp(x, px, pz)
-        return (y > front) & (np.abs(z - height) < 35 * self.s) & (x > px[0] - 10) & (x < px[-1] + 10)
+        return ((y > front) & (np.abs(z - height) < 35 * self.s + grow)
+                & (x > px[0] - 10 - grow) & (x < px[-1] + 10 + grow))
 
     def liver_floor(self, x, y):
         """z of the right lobe's inferior surface above (x, y)."""
@@ -302,6 +305,7 @@ class Anatomy:
         rad = np.array([30, 24, 22, 22, 22, 19, 18, 17, 18, 16]) * s * u(0.8, 1.2)
         pts, prad = smooth_curve(ctrl, rad, 40)
         self.colon = self._tube(pts, prad, Wave.random(rng, 4, (20, 40), 0.1))
+        self.colon_sma_end = int(len(pts) * 3 / (len(ctrl) - 1)) + 1   # caecum to the transverse (ctrl 0-3)
         self.faeces_pattern = Wave.random(rng, 8, (6, 14), 1.0)
         self.colon_gas_share = u(0.05, 0.6)
 
@@ -318,8 +322,8 @@ class Anatomy:
             start = trunk[0] + t * (trunk[1] - trunk[0])
             if rng.random() < 0.8:
                 target = loops[int(rng.integers(len(loops)))].pts[int(rng.integers(4))]
-            else:
-                target = self.colon.pts[int(rng.integers(len(self.colon.pts)))]
+            else:   # the SMA supplies the colon from the caecum to the transverse colon only
+                target = self.colon.pts[int(rng.integers(self.colon_sma_end))]
             mid = 0.5 * (start + target) + rng.normal(0, 12, 3)
             self.mesenteric.append(self._tube([start, mid, target], np.array([u(2.2, 3.5), u(1.6, 2.6), 1.4]) * s))
 

@@ -15,7 +15,15 @@ from app.synth.structures import ID
 
 SOLID = (ID["liver"], ID["spleen"])
 GUT = tuple(i for name, i in ID.items() if name.startswith(("stomach_", "small_bowel_", "colon_")))
-NEAR_KIDNEY = GUT + (ID["pancreas"], ID["pancreas_fat"], ID["duodenum_wall"], ID["duodenum_content"])
+NEAR_KIDNEY = GUT + (ID["duodenum_wall"], ID["duodenum_content"])
+PANCREAS = (ID["pancreas"], ID["pancreas_fat"])
+# a gut content cut by a fat plane gets its own wall back (value units, about 2-4 mm)
+WALL_BAND = 0.3
+WALL_OF = np.arange(256, dtype=np.uint8)   # structure id -> its gut wall's id (others: itself)
+for _gut in ("stomach", "small_bowel", "colon", "duodenum"):
+    for _name, _i in ID.items():
+        if _name.startswith(_gut + "_") and _name != _gut + "_wall":
+            WALL_OF[_i] = ID[_gut + "_wall"]
 
 
 def paint(anat: Anatomy, x, y, z) -> np.ndarray:
@@ -110,14 +118,23 @@ def _hollow_organs(anat, cv, cavity):
     sl, v = _fill(cv, anat.duodenum, "duodenum_wall", cavity)
     if sl is not None:
         cv.put(sl, v < -0.45, ID["duodenum_content"], cavity)
-    in_front = cavity & ~anat.behind_pancreas(cv.x, cv.y, cv.z)
-    sl, v = _fill(cv, anat.stomach, "stomach_wall", in_front)
-    in_front = cavity & ~anat.behind_pancreas(cv.x, cv.y, cv.z, gap=7.0)   # the wall closes the cut
-    if sl is not None:
-        cv.put(sl, v < -0.12, ID[f"stomach_{anat.stomach_content}"], in_front)
-        if anat.stomach_gas:
-            top = cv.y[sl] < anat.stomach.c[1] - 0.35 * anat.stomach.r[1]  # gas rises anteriorly (supine)
-            cv.put(sl, (v < -0.12) & top, ID["stomach_gas"], in_front)
+    _stomach(anat, cv, cavity)
+
+
+def _stomach(anat, cv, cavity):
+    """The stomach in front of the pancreas (the lesser sac): where the gland cuts it, its wall
+    closes every face of the cut, since the contents are cut 4 mm wider than the wall."""
+    sl, v = cv.val(anat.stomach)
+    if sl is None:
+        return
+    xs, ys, zs = cv.x[sl], cv.y[sl], cv.z[sl]
+    inside = (v < 0) & cavity[sl]
+    cv.put(sl, inside & ~anat.behind_pancreas(xs, ys, zs), ID["stomach_wall"])
+    content = (v < -0.12) & inside & ~anat.behind_pancreas(xs, ys, zs, grow=4.0)
+    cv.put(sl, content, ID[f"stomach_{anat.stomach_content}"])
+    if anat.stomach_gas:
+        top = ys < anat.stomach.c[1] - 0.35 * anat.stomach.r[1]  # gas rises anteriorly (supine)
+        cv.put(sl, content & top, ID["stomach_gas"])
 
 
 def _vessels(anat, cv, cavity):
@@ -151,7 +168,9 @@ def _solid_organs(anat, cv, cavity, diaphragm):
     _fill(cv, anat.splenic_v, "splenic_vein", cavity)
     for adrenal in anat.adrenals:
         _fill(cv, adrenal, "adrenal", cavity)
-    planes = ((0.12, SOLID), (anat.perirenal_fat, NEAR_KIDNEY))   # perirenal fat
+    # perirenal fat against the bowel; only a thin plane against the pancreas's tail, which
+    # lies on the left kidney in patients
+    planes = ((0.12, SOLID), (anat.perirenal_fat, NEAR_KIDNEY), (0.05, PANCREAS))
     for k, m, sn, pv in zip(anat.kidneys, anat.medulla, anat.sinus, anat.pelvis):
         if _fill_with_fat_plane(cv, k, "kidney_cortex", planes, cavity)[0] is None:
             continue
@@ -169,9 +188,11 @@ def _fill_with_fat_plane(cv, struct, name: str, planes, where=None) -> tuple:
     Returns (sub-box, value) as `_fill` does."""
     sl, v = cv.val(struct)
     if sl is not None:
+        tissue = cv.T[sl]   # a view: writes go to the canvas
         for margin, ids in planes:
-            near = (v < margin) & np.isin(cv.T[sl], ids)
-            cv.T[sl][near] = ID["visceral_fat"]
+            tissue[(v < margin) & np.isin(tissue, ids)] = ID["visceral_fat"]
+            band = v < margin + WALL_BAND   # the gut's contents next to the plane become its wall
+            tissue[band] = WALL_OF[tissue[band]]
         cv.put(sl, v < 0, ID[name], where)
     return sl, v
 
