@@ -310,3 +310,38 @@ def test_gut_contents_keep_their_wall_and_the_mesentery_reaches_only_the_sma_col
 def _is_one_of(points: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """For each point, whether it is (to float precision) one of the candidate points."""
     return (np.abs(points[:, None, :] - candidates[None]).max(axis=2) < 1e-4).any(axis=1)
+
+
+def test_pancreas_is_a_ribbon_taller_than_thick():
+    """The gland's cross-section is taller (patient z) than it is thick across, by the drawn
+    height; atrophic glands are thinner than the previous round ones ever were (13 mm)."""
+    from app.synth.anatomy import Anatomy
+    from app.synth.shapes import Tube
+    tube = Tube(np.array([[-50, 0, 0], [50, 0, 0]], np.float32), np.array([5.0, 5.0], np.float32), None, 1.6)
+    on_surface = tube.value(np.float32([0, 0, 0]), np.float32([5.0, 0, 0]), np.float32([0, 8.0, 7.9]))
+    assert np.allclose(on_surface[:2], 0.0, atol=1e-5) and on_surface[2] < 0 < tube.value(0, 0, 8.1)
+    lo, hi = tube.bbox()
+    assert hi[2] >= 8.0 and lo[2] <= -8.0
+    anats = [Anatomy(np.random.default_rng([33, i])) for i in range(40)]
+    heights = np.array([a.pancreas.height for a in anats])
+    assert heights.min() >= 1.0 and heights.max() <= 1.7 and heights.std() > 0.1
+    body_thickness = np.array([2 * a.pancreas.radii[7] for a in anats])   # mm, across the body
+    assert body_thickness.min() < 12 and body_thickness.max() > 20
+
+
+def test_fat_planes_give_back_the_wall_against_the_gut_only():
+    """A fat plane that cuts a bowel loop gives the loop its wall back; a plane against a solid
+    organ leaves the bowel beside it as it was (no thickened wall)."""
+    from app.synth.painting import GUT, SOLID, _fill_with_fat_plane
+    from app.synth.shapes import Canvas, Ellipsoid
+    from app.synth.structures import ID
+    z, y, x = np.meshgrid(*(np.arange(-40, 40, 1.0, dtype=np.float32),) * 3, indexing="ij")
+    gland = Ellipsoid(np.zeros(3, np.float32), np.full(3, 20.0, np.float32), np.eye(3), None)
+    for planes, rewalled in ((((0.3, SOLID),), False), (((0.3, GUT),), True)):
+        cv = Canvas(x, y, z)
+        cv.T[:] = ID["small_bowel_fluid"]
+        _fill_with_fat_plane(cv, gland, "pancreas", planes)
+        walls = cv.T == ID["small_bowel_wall"]
+        assert walls.any() == rewalled
+        if rewalled:   # the wall lies between the plane's fat and the contents
+            assert (cv.T == ID["visceral_fat"]).any() and (cv.T == ID["small_bowel_fluid"]).any()

@@ -228,11 +228,15 @@ class Anatomy:
             [0.5 * (0.45 * a + spl[0] - 20 * s), 0.5 * (yv - 28 * s + spl[1] - 25 * s), zp + 24 * s],
         ]) + rng.normal(0, 5, (5, 3))
         # the gland thins with age (atrophy, often with fat between its lobules): about a third
-        # of adults past 60 have a body under 1.5 cm thick
+        # of adults past 60 have a body under 1.5 cm thick, and in some it is under 1 cm
         atrophic = rng.random() < 0.3
-        rad = np.array([17, 12.5, 11.5, 11, 10]) * s * (u(0.66, 0.82) if atrophic else u(0.8, 1.12))
-        pts, prad = smooth_curve(ctrl, rad, 14)
-        self.pancreas = self._tube(pts, prad, Wave.random(rng, 5, (12, 30), 0.14))
+        rad = np.array([17, 12.5, 11.5, 11, 10]) * s * (u(0.55, 0.8) if atrophic else u(0.8, 1.12))
+        # a ribbon, taller than thick (the body's cross-section is a triangle with anterior,
+        # posterior and inferior faces); the same cross-sectional area as a round gland
+        height = u(1.0, 1.7)
+        pts, prad = smooth_curve(ctrl, rad / np.sqrt(height), 14)
+        self.pancreas = Tube(pts.astype(np.float32), prad.astype(np.float32),
+                             Wave.random(rng, 5, (12, 30), 0.14), height)
         self.pancreas_fat_share = u(0.15, 0.45) if (atrophic or rng.random() < 0.15) else 0.0
         self.pancreas_lobules = Wave.random(rng, 8, (8, 18), 1.0)
         head = ctrl[0]

@@ -191,8 +191,9 @@ def _fill_with_fat_plane(cv, struct, name: str, planes, where=None) -> tuple:
         tissue = cv.T[sl]   # a view: writes go to the canvas
         for margin, ids in planes:
             tissue[(v < margin) & np.isin(tissue, ids)] = ID["visceral_fat"]
-            band = v < margin + WALL_BAND   # the gut's contents next to the plane become its wall
-            tissue[band] = WALL_OF[tissue[band]]
+            if np.any(WALL_OF[list(ids)] != ids):   # a plane against the gut: its contents
+                band = v < margin + WALL_BAND       # next to the plane become its wall
+                tissue[band] = WALL_OF[tissue[band]]
         cv.put(sl, v < 0, ID[name], where)
     return sl, v
 

@@ -147,10 +147,15 @@ class Trimmed:
 
 @dataclass
 class Tube:
-    """Capsule chain along a polyline with radii varying linearly along each segment."""
+    """Capsule chain along a polyline with radii varying linearly along each segment.
+
+    `height` > 1 makes a ribbon: the cross-section reaches `height` times the radius up and
+    down (patient z) and the radius across, as the pancreas is taller than it is thick.
+    """
     pts: np.ndarray    # (n, 3)
-    radii: np.ndarray  # (n,)
+    radii: np.ndarray  # (n,) across (in the axial plane)
     wave: Wave | None = None
+    height: float = 1.0
 
     def value(self, x, y, z):
         best = None
@@ -160,6 +165,8 @@ class Tube:
             t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / L2
             t = np.clip(t, 0.0, 1.0)
             px, py, pz = x - (a[0] + t * ab[0]), y - (a[1] + t * ab[1]), z - (a[2] + t * ab[2])
+            if self.height != 1.0:
+                pz = pz / self.height
             d = np.sqrt(px * px + py * py + pz * pz) / (ra + t * (rb - ra)) - 1.0
             best = d if best is None else np.minimum(best, d)
         if self.wave is not None:
@@ -167,7 +174,7 @@ class Tube:
         return best
 
     def bbox(self, margin=0.0):
-        r = self.radii.max() * 1.3 + margin
+        r = self.radii.max() * 1.3 * np.array([1.0, 1.0, max(1.0, self.height)]) + margin
         return self.pts.min(0) - r, self.pts.max(0) + r
 
 
