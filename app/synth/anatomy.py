@@ -90,8 +90,8 @@ class Anatomy:
         return Ellipsoid(c.astype(np.float32), r.astype(np.float32), R, wave)
 
     @staticmethod
-    def _tube(pts, radii, wave=None):
-        return Tube(np.asarray(pts, np.float32), np.asarray(radii, np.float32), wave)
+    def _tube(pts, radii, wave=None, height=1.0):
+        return Tube(np.asarray(pts, np.float32), np.asarray(radii, np.float32), wave, height)
 
     def _build(self, rng):
         self._build_solid_organs(rng)
@@ -235,8 +235,7 @@ class Anatomy:
         # posterior and inferior faces); the same cross-sectional area as a round gland
         height = u(1.0, 1.7)
         pts, prad = smooth_curve(ctrl, rad / np.sqrt(height), 14)
-        self.pancreas = Tube(pts.astype(np.float32), prad.astype(np.float32),
-                             Wave.random(rng, 5, (12, 30), 0.14), height)
+        self.pancreas = self._tube(pts, prad, Wave.random(rng, 5, (12, 30), 0.14), height)
         self.pancreas_fat_share = u(0.15, 0.45) if (atrophic or rng.random() < 0.15) else 0.0
         self.pancreas_lobules = Wave.random(rng, 8, (8, 18), 1.0)
         head = ctrl[0]
