@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write per-case scores here (organisers' columns)")
     parser.add_argument("--plot", type=Path, default=None, help="write a box plot PNG here")
     parser.add_argument("--quiet", action="store_true", help="no per-case lines")
+    parser.add_argument("--structures", type=Path, default=None,
+                        help="phantoms' full label maps (the structures/ folder of `app synth --structures`): "
+                             "also report lesion recall per kind, distractor false positives and the "
+                             "volume predicted for organs the reference lacks")
 
 
 def _case_line(case) -> str:
@@ -33,12 +37,16 @@ def run(args: argparse.Namespace) -> int:
 
     progress = None if args.quiet else (lambda case: print(_case_line(case), flush=True))
     try:
-        result = score_folder(args.pred, args.gt, progress=progress)
+        result = score_folder(args.pred, args.gt, progress=progress, structures_dir=args.structures)
     except (GeometryMismatchError, FileNotFoundError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print()
     print(report.format_table(result.cases))
+    if result.pathology is not None:
+        from app.evaluation.pathology import format_pathology
+        print()
+        print(format_pathology(result.pathology))
     if result.missing:
         print(f"\nWARNING: {len(result.missing)} ground-truth case(s) have no prediction in "
               f"{args.pred} and score 0: {', '.join(result.missing)}", file=sys.stderr)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.evaluation.surface import dice, normalized_surface_dice
 from app.labels import ORGANS
+
+if TYPE_CHECKING:
+    from app.evaluation.pathology import PathologyScores
 
 NIFTI_SUFFIX = ".nii.gz"
 NSD_TOLERANCE_MM = 1.0
@@ -39,6 +43,7 @@ class FolderScores:
     cases: list[CaseScore]
     missing: list[str]  # ground-truth cases without a prediction
     unmatched: list[str]  # predictions without a ground truth (ignored)
+    pathology: "PathologyScores | None" = None  # with structure maps: lesions, distractors, absent organs
 
 
 def score_masks(gt: np.ndarray, pred: np.ndarray, spacing) -> tuple[dict, dict]:
@@ -81,21 +86,40 @@ def check_same_geometry(gt_path: Path, gt_image, pred_path: Path, pred_image) ->
         f"  ground-truth affine:\n{np.array2string(gt_image.affine, precision=4)}")
 
 
-def score_case(gt_path: Path, pred_path: Path) -> CaseScore:
+def score_case(gt_path: Path, pred_path: Path, on_arrays=None) -> CaseScore:
+    """DSC and NSD of one case; `on_arrays(gt, pred, spacing)` sees the arrays once loaded."""
     gt_image, gt = _load(gt_path)
     pred_image, pred = _load(pred_path)
     check_same_geometry(gt_path, gt_image, pred_path, pred_image)
     spacing = tuple(float(z) for z in gt_image.header.get_zooms()[:3])
     dsc, nsd = score_masks(gt, pred, spacing)
+    if on_arrays is not None:
+        on_arrays(gt, pred, spacing)
     return CaseScore(gt_path.name, dsc, nsd)
+
+
+def _pathology_scorer(structures_dir: Path, name: str, scores, roles):
+    """`on_arrays` for score_case: lesion recall, distractors and absent organs of one case."""
+    from app.evaluation.pathology import score_case_pathology
+
+    def on_arrays(gt, pred, spacing):
+        path = structures_dir / name
+        image, structures = _load(path)
+        if tuple(image.shape) != tuple(gt.shape):
+            raise GeometryMismatchError(f"structure map {path} has shape {tuple(image.shape)}, "
+                                        f"the ground truth {tuple(gt.shape)}")
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        score_case_pathology(scores, name[:-len(NIFTI_SUFFIX)], structures, gt, pred, roles, voxel_ml)
+    return on_arrays
 
 
 def _nifti_names(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIX)}
 
 
-def score_folder(pred_dir: Path, gt_dir: Path, progress=None) -> FolderScores:
-    """Score every `<name>.nii.gz` of gt_dir against the same name in pred_dir."""
+def score_folder(pred_dir: Path, gt_dir: Path, progress=None, structures_dir: Path | None = None) -> FolderScores:
+    """Score every `<name>.nii.gz` of gt_dir against the same name in pred_dir; with
+    `structures_dir` (phantoms' full label maps) also lesions, distractors and absent organs."""
     for label, folder in (("prediction", pred_dir), ("ground-truth", gt_dir)):
         if not folder.is_dir():
             raise FileNotFoundError(f"{label} folder not found: {folder}")
@@ -103,6 +127,10 @@ def score_folder(pred_dir: Path, gt_dir: Path, progress=None) -> FolderScores:
     if not gt_names:
         raise FileNotFoundError(f"no {NIFTI_SUFFIX} ground-truth files in {gt_dir}")
     pred_names = _nifti_names(pred_dir)
+    pathology, roles = None, None
+    if structures_dir is not None:
+        from app.evaluation.pathology import PathologyScores, read_roles
+        pathology, roles = PathologyScores(), read_roles(structures_dir)
     cases, missing = [], []
     for name in gt_names:
         if name not in pred_names:
@@ -110,8 +138,9 @@ def score_folder(pred_dir: Path, gt_dir: Path, progress=None) -> FolderScores:
             zeros = {organ.label: 0.0 for organ in ORGANS}
             cases.append(CaseScore(name, dict(zeros), dict(zeros), missing=True))
         else:
-            cases.append(score_case(gt_dir / name, pred_dir / name))
+            hook = None if pathology is None else _pathology_scorer(Path(structures_dir), name, pathology, roles)
+            cases.append(score_case(gt_dir / name, pred_dir / name, hook))
         if progress is not None:
             progress(cases[-1])
     unmatched = sorted(pred_names - set(gt_names))
-    return FolderScores(cases, missing, unmatched)
+    return FolderScores(cases, missing, unmatched, pathology)

@@ -16,12 +16,14 @@ renal hila (L1-L2), so the organs keep their true levels relative to each other:
   wings, sacrum, femoral heads, gluteal muscles, bladder, rectum) when the field reaches them.
 
 Every structure gets a random pose, size and smooth surface perturbation; the order of the random
-draws defines the data set.
+draws defines the data set. Last, app.synth.pathology draws the patient's variants, the organs'
+own vessels, lesions and distractors.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from app.synth.pathology import draw_pathology
 from app.synth.shapes import Ellipsoid, Trimmed, Tube, Wave, rotation, smooth_curve
 
 CAVITY_BACK = 0.92   # the cavity's half-depth behind the centre, relative to in front: flatter at the back
@@ -30,8 +32,9 @@ CAVITY_BACK = 0.92   # the cavity's half-depth behind the centre, relative to in
 class Anatomy:
     """Geometry of one random patient (no attenuation: see app.synth.appearance)."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, sick: bool = False):
         u = rng.uniform
+        self.sick = sick                       # lesions in every organ, distractors often (measuring)
         self.rng = rng
         s = u(0.88, 1.12)                      # overall size
         self.s = s
@@ -102,6 +105,7 @@ class Anatomy:
         self._build_colon(rng)
         self._build_mesentery(rng)
         self._build_chest_and_pelvis(rng)
+        self.pathology = draw_pathology(self, rng, self.sick)
 
     def _build_solid_organs(self, rng):
         """Liver (two lobes, sometimes a Riedel lobe), gallbladder and spleen under the domes."""
@@ -186,6 +190,7 @@ class Anatomy:
         s, yv = self.s, self.yv
         u = rng.uniform
         self.kidneys, self.medulla, self.sinus, self.pelvis, self.adrenals = [], [], [], [], []
+        self.kidney_sides = [0, 1]   # 0 right, 1 left: which kidneys this patient has
         for sgn, zk in ((-1, self.zk[0]), (1, self.zk[1])):
             cx = sgn * u(58, 72) * s
             r = np.array([29, 21, 55]) * s * u(0.88, 1.12)   # width, thickness, length (half)

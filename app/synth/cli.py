@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes")
     parser.add_argument("--structures", action="store_true",
                         help="also write the full label map of every structure (OUT/structures/)")
+    parser.add_argument("--sick", action="store_true",
+                        help="lesions in every organ and distractors in about half the cases (a set for "
+                             "measuring lesion recall and distractor false positives)")
 
 
 def case_name(prefix: str, seed: int, index: int) -> str:
@@ -38,14 +41,14 @@ def case_name(prefix: str, seed: int, index: int) -> str:
 
 
 def _write_one(job):
-    out, seed, index, size, prefix, task, structures = job
+    out, seed, index, size, prefix, task, structures, sick = job
     from pathlib import Path
 
     import SimpleITK as sitk
 
     from app.synth.phantom import make_phantom
 
-    ph = make_phantom(seed, index, size)
+    ph = make_phantom(seed, index, size, sick)
     img, lab, grid, info = ph.image, ph.labels, ph.grid, ph.info
     name = case_name(prefix, seed, index)
     writes = [(img, Path(out) / "images" / f"{name}_0000.nii.gz"), (lab, Path(out) / "labels" / f"{name}.nii.gz")]
@@ -64,6 +67,7 @@ def _write_one(job):
     info["seed"] = seed
     info["index"] = index
     info["size"] = size
+    info["sick"] = sick
     return info
 
 
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), args.seed, i, args.size, args.prefix, args.nnunet_task, args.structures)
+    jobs = [(str(out), args.seed, i, args.size, args.prefix, args.nnunet_task, args.structures, args.sick)
             for i in range(args.start, args.start + args.cases)]
     t0 = time.time()
     infos = []
@@ -116,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{info['name']}: {info['shape_xyz']} spacing {[round(v, 2) for v in info['spacing']]} "
                   f"{info['phase']}", flush=True)
     if args.structures:
-        from app.synth.structures import legend
+        from app.synth.structures import legend, roles
         (out / "structures.json").write_text(json.dumps(legend(), indent=1))
+        # what `app evaluate --structures` scores: lesions, organ vessels and distractors
+        (out / "structures" / "roles.json").write_text(json.dumps(roles(), indent=1))
     meta_path = out / "cases.json"
     old = json.loads(meta_path.read_text()) if meta_path.exists() else []
     keep = {c["name"]: c for c in old}

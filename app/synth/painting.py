@@ -1,7 +1,8 @@
 """Paint an anatomy's structures (app.synth.structures ids) at patient points.
 
 Later writes overwrite earlier ones, so the order of the steps in `paint` is the order of
-precedence: body, muscles, hollow organs, vessels, solid organs, pelvis, bone, chest.
+precedence: body, muscles, hollow organs, vessels, ascites, solid organs, their vessels and
+lesions, masses outside them, pelvis, bone, chest, pleural effusion.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from statistics import NormalDist
 import numpy as np
 
 from app.synth.anatomy import CAVITY_BACK, Anatomy
+from app.synth.pathology_paint import paint_ascites, paint_effusion, paint_organ_insides
 from app.synth.shapes import Canvas
 from app.synth.structures import ID
 
@@ -37,11 +39,14 @@ def paint(anat: Anatomy, x, y, z) -> np.ndarray:
     _vessels(anat, cv, cavity)
     dome_l = anat.dome(cv.x, cv.y, True)
     diaphragm = np.where(cv.x < 0, anat.dome(cv.x, cv.y, False), dome_l)   # its z above each point
+    paint_ascites(anat, cv, cavity, diaphragm)
     _solid_organs(anat, cv, cavity, diaphragm)
+    paint_organ_insides(anat, cv, cavity)
     _pelvis(anat, cv, cavity)
     rv = _spine(anat, cv)
     ring = _ribs(anat, cv, rho, mean_r)
     _chest(anat, cv, rho, ring, mean_r, rv, diaphragm, dome_l)
+    paint_effusion(anat, cv, diaphragm)
     return cv.T
 
 

@@ -17,7 +17,7 @@ from app.synth.appearance import draw_appearance
 from app.synth.scanner import Grid, random_grid, render
 from app.synth.structures import FLARE_OF
 
-GENERATOR_VERSION = 9  # bumped whenever a seed's phantoms change
+GENERATOR_VERSION = 10 # bumped whenever a seed's phantoms change
 
 
 @dataclass
@@ -29,19 +29,21 @@ class Phantom:
     info: dict
 
 
-def make_phantom(seed: int, index: int, size: str = "full") -> Phantom:
-    """Case `index` of `seed`: always the same phantom for one generator version."""
+def make_phantom(seed: int, index: int, size: str = "full", sick: bool = False) -> Phantom:
+    """Case `index` of `seed`: always the same phantom for one generator version. `sick`: lesions
+    in every organ and distractors in about half the cases, for measuring lesion recall."""
     rng = np.random.default_rng([int(seed), int(index)])
-    anat = Anatomy(rng)
+    anat = Anatomy(rng, sick)
     look = draw_appearance(rng)
     grid = random_grid(rng, anat, size)
     image, structures = render(anat, look, grid, rng)
     info = {**look.describe(), "field": grid.field, "shape_xyz": list(grid.shape), "spacing": list(grid.spacing),
-            "direction": [float(v) for v in grid.direction.flatten()], "generator_version": GENERATOR_VERSION}
+            "direction": [float(v) for v in grid.direction.flatten()], "generator_version": GENERATOR_VERSION,
+            **anat.pathology.describe()}
     return Phantom(image, FLARE_OF[structures], structures, grid, info)
 
 
-def make_case(seed: int, index: int, size: str = "full"):
+def make_case(seed: int, index: int, size: str = "full", sick: bool = False):
     """Build one phantom. Returns (image int16 zyx, label uint8 zyx, Grid, info dict)."""
-    p = make_phantom(seed, index, size)
+    p = make_phantom(seed, index, size, sick)
     return p.image, p.labels, p.grid, p.info

@@ -20,6 +20,7 @@ import numpy as np
 from app.synth.anatomy import Anatomy
 from app.synth.appearance import FATTY_DROP_HU
 from app.synth.painting import paint
+from app.synth.realism_pathology import lesion_hu_problems, lesion_problems, parenchyma
 from app.synth.structures import FLARE_OF, ID
 
 # Typical adult volumes, ml (FLARE21 notes), and the wider range every single phantom must keep
@@ -32,6 +33,14 @@ HU_RANGE = {
     "portal": {"liver": (75, 140), "spleen": (85, 150), "kidney": (100, 215), "pancreas": (15, 125)},
     "arterial": {"liver": (40, 120), "spleen": (70, 180), "kidney": (60, 260), "pancreas": (20, 150)},
     "delayed": {"liver": (45, 125), "spleen": (45, 125), "kidney": (80, 220), "pancreas": (10, 115)},
+}
+# Variants change what an organ may measure: absent, enlarged, atrophic, cystic.
+VARIANT_ML = {
+    "splenectomy": {"spleen": (0, 0)}, "splenomegaly": {"spleen": (200, 1600)},
+    "nephrectomy": {"kidney": (70, 260)}, "atrophic_kidney": {"kidney": (110, 420)},
+    "duplex_kidney": {"kidney": (180, 560)}, "polycystic_kidneys": {"kidney": (450, 1800)},
+    "hepatomegaly": {"liver": (1300, 3900)}, "cirrhosis": {"liver": (600, 2600)},
+    "liver_resection": {"liver": (450, 2600)},
 }
 ORGAN_LABEL = {"liver": 1, "kidney": 2, "spleen": 3, "pancreas": 4}
 STEP_MM = 4.0
@@ -85,32 +94,50 @@ def _centroid(mask, x, y, z) -> np.ndarray:
 
 
 def position_problems(f: AnatomyFacts) -> list[str]:
-    """What is anatomically out of place in one phantom (empty: nothing)."""
+    """What is anatomically out of place in one phantom (empty: nothing). An organ the patient
+    lacks (nephrectomy, splenectomy) is not placed, so the rules about it are skipped."""
     c = f.centroids
+    has = {name: bool(np.all(np.isfinite(c[name]))) for name in c}
+    two_kidneys = len(f.kidney_centres_z) == 2
     rules = [
-        (c["liver"][0] < -20, "liver centroid is not on the patient's right"),
-        (c["spleen"][0] > 40, "spleen is not on the left"),
-        (c["spleen"][1] > c["pancreas"][1], "spleen is not posterior to the pancreas"),
-        (c["kidney"][1] > c["pancreas"][1] + 20, "kidneys are not posterior to the pancreas"),
-        (c["pancreas"][1] < c["aorta"][1], "pancreas is not anterior to the aorta"),
-        (f.kidney_centres_z[0] < f.kidney_centres_z[1] + 10, "right kidney is well above the left"),
-        (all(-2.5 < lv < 1.5 for lv in f.kidney_levels), "kidney centres are not at about L1-L2 (T12-L3 span)"),
-        (f.pancreas_tail_to_spleen_mm < 50, "pancreas tail is far from the splenic hilum"),
-        (-15 < f.liver_top_below_dome_mm < 25, "liver dome is not under the right hemidiaphragm"),
-        (c["spleen"][2] > c["kidney"][2], "spleen is not above the kidneys' centre"),
-        (60 < f.vertebra_to_back_skin_mm < 150, "vertebral body is not 6-15 cm in front of the skin of the back"),
+        (c["liver"][0] < -20, "liver centroid is not on the patient's right", ("liver",)),
+        (c["spleen"][0] > 40, "spleen is not on the left", ("spleen",)),
+        (c["spleen"][1] > c["pancreas"][1], "spleen is not posterior to the pancreas", ("spleen", "pancreas")),
+        (c["kidney"][1] > c["pancreas"][1] + 20, "kidneys are not posterior to the pancreas", ("kidney", "pancreas")),
+        (c["pancreas"][1] < c["aorta"][1], "pancreas is not anterior to the aorta", ("pancreas",)),
+        (not two_kidneys or f.kidney_centres_z[0] < f.kidney_centres_z[1] + 10, "right kidney is well above the left",
+         ("kidney",)),
+        (all(-2.5 < lv < 1.5 for lv in f.kidney_levels), "kidney centres are not at about L1-L2 (T12-L3 span)",
+         ("kidney",)),
+        (f.pancreas_tail_to_spleen_mm < 50, "pancreas tail is far from the splenic hilum", ("spleen",)),
+        (-15 < f.liver_top_below_dome_mm < 25, "liver dome is not under the right hemidiaphragm", ("liver",)),
+        (c["spleen"][2] > c["kidney"][2], "spleen is not above the kidneys' centre", ("spleen", "kidney")),
+        (60 < f.vertebra_to_back_skin_mm < 150, "vertebral body is not 6-15 cm in front of the skin of the back", ()),
     ]
-    return [msg for ok, msg in rules if not ok]
+    return [msg for ok, msg, needs in rules if not ok and all(has[n] for n in needs)]
 
 
-def volume_problems(f: AnatomyFacts) -> list[str]:
+def allowed_ml(variants: list[str], bulging: set[str] = frozenset()) -> dict[str, tuple[float, float]]:
+    """Each organ's allowed volume for this patient: the adult range, or the variant's own; an
+    organ with exophytic lesions (labelled as it) may be half as large again."""
+    allowed = dict(ALLOWED_ML)
+    for variant in variants:
+        for organ, lo_hi in VARIANT_ML.get(variant.replace("_right", "").replace("_left", ""), {}).items():
+            allowed[organ] = lo_hi
+    return {organ: (lo, hi * 1.5 if organ in bulging else hi) for organ, (lo, hi) in allowed.items()}
+
+
+def volume_problems(f: AnatomyFacts, variants: list[str] = (), bulging: set[str] = frozenset()) -> list[str]:
     return [f"{organ} {f.volumes_ml[organ]:.0f} ml outside {lo}-{hi}"
-            for organ, (lo, hi) in ALLOWED_ML.items() if not lo <= f.volumes_ml[organ] <= hi]
+            for organ, (lo, hi) in allowed_ml(list(variants), bulging).items() if not lo <= f.volumes_ml[organ] <= hi]
 
 
-def organ_median_hu(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {name: float(np.median(image[labels == lab])) for name, lab in ORGAN_LABEL.items()
-            if (labels == lab).sum() > 50}
+def organ_median_hu(image: np.ndarray, labels: np.ndarray, structures: np.ndarray | None = None) -> dict[str, float]:
+    """Median HU of each organ; with the structure map, of its own tissue only (no lesion,
+    vessel or distractor inside its label)."""
+    own = np.ones(labels.shape, bool) if structures is None else parenchyma(structures)
+    return {name: float(np.median(image[(labels == lab) & own])) for name, lab in ORGAN_LABEL.items()
+            if ((labels == lab) & own).sum() > 50}
 
 
 def hu_problems(phase: str, medians: dict[str, float], calibration_hu: float = 0.0,
@@ -132,6 +159,26 @@ def hu_problems(phase: str, medians: dict[str, float], calibration_hu: float = 0
     return problems
 
 
+def case_problems(seed: int, index: int, size: str, sick: bool = False) -> list[str]:
+    """Every realism problem of one phantom: anatomy, volumes, lesions, HU."""
+    from app.synth.phantom import make_phantom
+
+    anat = Anatomy(np.random.default_rng([seed, index]), sick)
+    facts = anatomy_facts(anat)
+    ph = make_phantom(seed, index, size, sick)
+    names = {lab: name for name, lab in ORGAN_LABEL.items()}
+    bulging = {names[les.organ] for les in anat.pathology.lesions if les.exophytic}
+    issues = position_problems(facts) + volume_problems(facts, ph.info["variants"], bulging) + lesion_problems(anat)
+    if not ph.info["random_contrast"]:
+        calibration, fatty = ph.info["calibration_hu"], tuple(ph.info["fatty"])
+        issues += hu_problems(ph.info["phase"], organ_median_hu(ph.image, ph.labels, ph.structures), calibration, fatty)
+        issues += lesion_hu_problems(ph.info["phase"], ph.image, ph.structures, calibration, fatty)
+    vols = " ".join(f"{k} {v:.0f}" for k, v in facts.volumes_ml.items())
+    print(f"  {index}: {ph.info['phase']:8s} {ph.info['field']:21s} ml: {vols}  variants {ph.info['variants']} "
+          f"lesions {ph.info['lesions']} distractors {ph.info['distractors']}")
+    return issues
+
+
 def main(argv=None) -> int:
     from app.synth.phantom import make_phantom
 
@@ -142,24 +189,16 @@ def main(argv=None) -> int:
     ap.add_argument("--preview", default=None, help="PNG: the first phantom above the real CT")
     ap.add_argument("--real-ct", default="tests/data/example_ct.nii.gz")
     ap.add_argument("--real-labels", default="tests/data/example_flare_labels.nii.gz")
+    ap.add_argument("--sick", action="store_true", help="lesions in every organ (app synth --sick)")
     args = ap.parse_args(argv)
     problems = 0
     for i in range(args.cases):
-        anat = Anatomy(np.random.default_rng([args.seed, i]))
-        facts = anatomy_facts(anat)
-        ph = make_phantom(args.seed, i, args.size)
-        issues = position_problems(facts) + volume_problems(facts)
-        if not ph.info["random_contrast"]:
-            issues += hu_problems(ph.info["phase"], organ_median_hu(ph.image, ph.labels),
-                                  ph.info["calibration_hu"], tuple(ph.info["fatty"]))
+        issues = case_problems(args.seed, i, args.size, args.sick)
         problems += len(issues)
-        vols = " ".join(f"{k} {v:.0f}" for k, v in facts.volumes_ml.items())
-        print(f"case {i}: {ph.info['phase']:8s} {ph.info['field']:21s} ml: {vols}  "
-              f"kidney levels {facts.kidney_levels[0]:+.1f}/{facts.kidney_levels[1]:+.1f}  "
-              f"{'; '.join(issues) or 'ok'}")
+        print(f"case {i}: {'; '.join(issues) or 'ok'}")
     if args.preview:
         from app.synth.compare import side_by_side
-        side_by_side(make_phantom(args.seed, 0, "moderate"), args.real_ct, args.real_labels, args.preview)
+        side_by_side(make_phantom(args.seed, 0, "moderate", args.sick), args.real_ct, args.real_labels, args.preview)
         print(f"preview: {args.preview}")
     print(f"problems={problems}")
     return 1 if problems else 0

@@ -9,13 +9,14 @@ import numpy as np
 # ----------------------------------------------------------------------------- tissues
 AIR, SUBFAT, MUSCLE, VFAT, CORTEX, MARROW, DISC, CSF, LUNG, ARTERY, VEIN, BOWEL, GAS, ORAL, \
     STOMACH_WALL, FLUID, GALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS, TABLE, \
-    ADRENAL, FAECES, URINE = range(27)
-N_TISSUES = 27
+    ADRENAL, FAECES, URINE, CYST, METASTASIS, HCC, CALCIFIED, RENAL_TUMOUR, NECROSIS, \
+    PANCREAS_MASS, INFARCT, MASS, NODE, ASCITES = range(38)
+N_TISSUES = 38
 
 # Textured soft tissues (low-frequency intensity variation).
 TEXTURED = np.zeros(N_TISSUES, bool)
 TEXTURED[[MUSCLE, BOWEL, STOMACH_WALL, HEART, LIVER, SPLEEN, KCORTEX, KMEDULLA, PANCREAS, ADRENAL,
-          FAECES]] = True
+          FAECES, METASTASIS, HCC, RENAL_TUMOUR, PANCREAS_MASS, MASS]] = True
 
 # HU ranges per contrast phase: (low, high) for the per-case mean. Sources: FLARE21 notes
 # (literature values, portal venous / native), plus common late-arterial values.
@@ -25,18 +26,24 @@ HU_RANGES = {
         SPLEEN: (35, 55), PANCREAS: (20, 50), KCORTEX: (20, 42), KMEDULLA: (16, 36),
         ARTERY: (30, 50), VEIN: (30, 50), BOWEL: (10, 45), STOMACH_WALL: (25, 50),
         HEART: (30, 50), ADRENAL: (5, 35), URINE: (0, 20),
+        METASTASIS: (20, 45), HCC: (25, 48), RENAL_TUMOUR: (25, 45), PANCREAS_MASS: (25, 45),
+        INFARCT: (20, 40), MASS: (25, 50), NODE: (30, 50),
     },
     "arterial": {
         SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (45, 62), LIVER: (65, 90),
         SPLEEN: (100, 150), PANCREAS: (95, 130), KCORTEX: (170, 240), KMEDULLA: (60, 100),
         ARTERY: (230, 350), VEIN: (80, 130), BOWEL: (40, 90), STOMACH_WALL: (70, 110),
         HEART: (180, 300), ADRENAL: (50, 90), URINE: (0, 20),
+        METASTASIS: (35, 70), HCC: (100, 160), RENAL_TUMOUR: (90, 200), PANCREAS_MASS: (40, 75),
+        INFARCT: (25, 50), MASS: (35, 75), NODE: (50, 80),
     },
     "portal": {
         SUBFAT: (-120, -85), VFAT: (-115, -80), MUSCLE: (50, 68), LIVER: (95, 125),
-        SPLEEN: (105, 135), PANCREAS: (85, 112), KCORTEX: (150, 200), KMEDULLA: (120, 170),
+        SPLEEN: (105, 135), PANCREAS: (85, 112), KCORTEX: (150, 230), KMEDULLA: (120, 200),
         ARTERY: (140, 200), VEIN: (140, 200), BOWEL: (55, 105), STOMACH_WALL: (70, 110),
         HEART: (130, 180), ADRENAL: (50, 80), URINE: (0, 25),
+        METASTASIS: (40, 80), HCC: (70, 100), RENAL_TUMOUR: (80, 140), PANCREAS_MASS: (45, 80),
+        INFARCT: (25, 50), MASS: (40, 90), NODE: (60, 95),
     },
     # late/excretory phase: nephrogram homogeneous, contrast in the collecting system
     "delayed": {
@@ -44,12 +51,17 @@ HU_RANGES = {
         SPLEEN: (70, 100), PANCREAS: (60, 90), KCORTEX: (120, 180), KMEDULLA: (120, 190),
         ARTERY: (90, 140), VEIN: (90, 140), BOWEL: (40, 80), STOMACH_WALL: (50, 90),
         HEART: (90, 140), ADRENAL: (40, 70), URINE: (150, 700),
+        METASTASIS: (45, 80), HCC: (55, 85), RENAL_TUMOUR: (60, 100), PANCREAS_MASS: (45, 80),
+        INFARCT: (30, 55), MASS: (40, 80), NODE: (55, 85),
     },
 }
 HU_FIXED = {
     AIR: (-1010, -990), CORTEX: (600, 950), MARROW: (140, 300), DISC: (70, 110), CSF: (0, 20),
     LUNG: (-880, -800), GAS: (-1000, -900), ORAL: (180, 400), FLUID: (0, 20), GALL: (0, 25),
     TABLE: (-400, -150), FAECES: (-60, 60),
+    # lesions and collections whose attenuation does not follow the contrast phase: simple cysts
+    # 0-20 HU, calcification, necrosis, ascites (simple fluid, slightly denser than a cyst)
+    CYST: (-5, 20), CALCIFIED: (250, 900), NECROSIS: (10, 30), ASCITES: (0, 30),
 }
 
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.synth.shapes import (
-    ADRENAL, AIR, ARTERY, BOWEL, CORTEX, CSF, DISC, FAECES, FLUID, GALL, GAS, HEART, KCORTEX, KMEDULLA,
-    LIVER, LUNG, MARROW, MUSCLE, ORAL, PANCREAS, SPLEEN, STOMACH_WALL, SUBFAT, TABLE, URINE, VEIN, VFAT,
+    ADRENAL, AIR, ARTERY, ASCITES, BOWEL, CALCIFIED, CORTEX, CSF, CYST, DISC, FAECES, FLUID, GALL, GAS, HCC,
+    HEART, INFARCT, KCORTEX, KMEDULLA, LIVER, LUNG, MARROW, MASS, METASTASIS, MUSCLE, NECROSIS, NODE, ORAL,
+    PANCREAS, PANCREAS_MASS, RENAL_TUMOUR, SPLEEN, STOMACH_WALL, SUBFAT, TABLE, URINE, VEIN, VFAT,
 )
 
 
@@ -21,6 +22,7 @@ class Structure:
     name: str
     tissue: int
     flare: int = 0
+    role: str = "anatomy"   # "lesion" (labelled as its organ), "vessel" (inside its organ), "distractor"
 
 
 STRUCTURES: tuple[Structure, ...] = (
@@ -79,6 +81,32 @@ STRUCTURES: tuple[Structure, ...] = (
     Structure("gluteal_muscle", MUSCLE),
     Structure("pancreas_fat", VFAT, 4),
     Structure("mesenteric_vessel", VEIN),
+    # the organs' own vessels, labelled as their organ as FLARE's annotators trace them
+    Structure("liver_vessel", VEIN, 1, "vessel"),
+    Structure("spleen_vessel", VEIN, 3, "vessel"),
+    Structure("kidney_vessel", VEIN, 2, "vessel"),
+    # lesions: a lesion inside an organ belongs to that organ's label (LiTS, KiTS, MSD)
+    Structure("liver_metastasis", METASTASIS, 1, "lesion"),
+    Structure("liver_cyst", CYST, 1, "lesion"),
+    Structure("liver_hcc", HCC, 1, "lesion"),
+    Structure("liver_calcification", CALCIFIED, 1, "lesion"),
+    Structure("kidney_cyst", CYST, 2, "lesion"),
+    Structure("kidney_tumour", RENAL_TUMOUR, 2, "lesion"),
+    Structure("kidney_tumour_necrosis", NECROSIS, 2, "lesion"),
+    Structure("pancreas_mass", PANCREAS_MASS, 4, "lesion"),
+    Structure("pancreas_cyst", CYST, 4, "lesion"),
+    Structure("pancreatic_duct_dilated", FLUID, 4, "lesion"),
+    Structure("spleen_cyst", CYST, 3, "lesion"),
+    Structure("spleen_infarct", INFARCT, 3, "lesion"),
+    # what the organs must be told from: background in the FLARE labels
+    Structure("adrenal_mass", MASS, 0, "distractor"),
+    Structure("retroperitoneal_mass", MASS, 0, "distractor"),
+    Structure("mesenteric_mass", MASS, 0, "distractor"),
+    Structure("mass_necrosis", NECROSIS, 0, "distractor"),
+    Structure("lymph_node", NODE, 0, "distractor"),
+    Structure("abdominal_cyst", CYST, 0, "distractor"),
+    Structure("ascites", ASCITES, 0, "distractor"),
+    Structure("pleural_effusion", ASCITES, 0, "distractor"),
 )
 ID = {s.name: i for i, s in enumerate(STRUCTURES)}
 TISSUE_OF = np.array([s.tissue for s in STRUCTURES], np.uint8)
@@ -86,6 +114,17 @@ FLARE_OF = np.array([s.flare for s in STRUCTURES], np.uint8)
 N_STRUCTURES = len(STRUCTURES)
 
 
+ROLE_OF = {s.name: s.role for s in STRUCTURES}
+
+
 def legend() -> dict[str, str]:
     """{id: name} of the full label map, for the JSON written beside it."""
     return {str(i): s.name for i, s in enumerate(STRUCTURES)}
+
+
+def roles() -> dict[str, dict]:
+    """{name: {"id", "flare", "role"}} of the lesions, organ vessels and distractors: what
+    `app evaluate --structures` needs to score lesion recall and distractor false positives
+    without importing the generator."""
+    return {s.name: {"id": i, "flare": s.flare, "role": s.role}
+            for i, s in enumerate(STRUCTURES) if s.role != "anatomy"}
