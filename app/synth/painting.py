@@ -41,7 +41,7 @@ def paint(anat: Anatomy, x, y, z) -> np.ndarray:
     diaphragm = np.where(cv.x < 0, anat.dome(cv.x, cv.y, False), dome_l)   # its z above each point
     paint_ascites(anat, cv, cavity, diaphragm)
     _solid_organs(anat, cv, cavity, diaphragm)
-    paint_organ_insides(anat, cv, cavity)
+    paint_organ_insides(anat, cv, cavity, diaphragm)
     _pelvis(anat, cv, cavity)
     rv = _spine(anat, cv)
     ring = _ribs(anat, cv, rho, mean_r)

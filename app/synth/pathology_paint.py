@@ -36,9 +36,10 @@ def paint_ascites(anat, cv: Canvas, cavity, diaphragm) -> None:
             cv.put(sl, near & ~KEEP[cv.T[sl]], ID["ascites"], cavity)
 
 
-def paint_organ_insides(anat, cv: Canvas, cavity) -> None:
+def paint_organ_insides(anat, cv: Canvas, cavity, diaphragm) -> None:
     path = anat.pathology
     flare = FLARE_OF[cv.T]
+    cavity = cavity & (cv.z < diaphragm - 3.5)   # what bulges or grows outside an organ stays under the diaphragm
     for tube, name in path.organ_vessels:
         organ = flare == FLARE_OF[ID[name]]
         sl, v = cv.val(tube)
