@@ -45,21 +45,23 @@ def ct_image() -> sitk.Image:
     return sitk.ReadImage(str(REAL_CT))
 
 
-def slab(orientation=AXIAL, heights=None, tilt_degrees: float = 0.0) -> Geometry:
-    """Slices of 3 mm pixels covering the real CT's bounding box in the given orientation;
-    `heights` in mm along the normal from the first slice (default: 3 mm apart, for an axial slab
-    the CT's own 112 slices, pixel for pixel). A tilted gantry shifts each slice along the column
-    direction by tan(tilt) times its height."""
+def slab(orientation=AXIAL, heights=None, tilt_degrees: float = 0.0, pixel: float = 3.0) -> Geometry:
+    """Slices of `pixel` mm pixels covering the real CT's bounding box in the given orientation;
+    `heights` in mm along the normal from the first slice (default: `pixel` mm apart; an axial slab
+    of 3 mm is the CT's own 112 slices, voxel for voxel). A tilted gantry shifts each slice along
+    the column direction by tan(tilt) times its height; the slices grow to keep the CT in view."""
     ct = ct_image()
     corners = np.array([ct.TransformIndexToPhysicalPoint([int(i * (s - 1)) for i, s in zip(index, ct.GetSize())])
                         for index in np.ndindex(2, 2, 2)])
-    geometry = Geometry(orientation, (3.0, 3.0), (0, 0))
+    geometry = Geometry(orientation, (pixel, pixel), (0, 0))
     axes = np.column_stack([geometry.row, geometry.column, geometry.normal])
     local = corners @ axes
     low, extent = local.min(axis=0), np.ptp(local, axis=0)
-    geometry.size = (int(round(extent[0] / 3)) + 1, int(round(extent[1] / 3)) + 1)
-    heights = np.arange(int(round(extent[2] / 3)) + 1) * 3.0 if heights is None else np.asarray(heights, float)
+    heights = np.arange(int(round(extent[2] / pixel)) + 1) * pixel if heights is None else np.asarray(heights, float)
     shift = np.tan(np.radians(tilt_degrees))
+    drift = shift * heights[-1]                       # the last slice's shift along the column direction
+    low[1] -= drift
+    geometry.size = (int(round(extent[0] / pixel)) + 1, int(round((extent[1] + abs(drift)) / pixel)) + 1)
     geometry.positions = [axes @ low + h * geometry.normal + h * shift * geometry.column for h in heights]
     return geometry
 

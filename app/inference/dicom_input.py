@@ -20,6 +20,7 @@ from typing import Callable
 MIN_SLICES = 10           # fewer slice positions than this is not an abdominal CT volume
 LOCALISER_WORDS = ("LOCALIZER", "LOCALISER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM")
 MAX_NAME = 96
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 HEADER_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "Modality", "ImageType", "SeriesDescription",
                "SeriesNumber", "PatientID", "StudyDate", "ImagePositionPatient", "ImageOrientationPatient")
 
@@ -82,7 +83,7 @@ def find_series(entries: list[Path], scratch: Callable[[], Path], taken: set[str
 def _dicom_files(entry: Path, scratch: Callable[[], Path]) -> list[Path]:
     if entry.is_dir():
         return _walk(entry)
-    if entry.suffix.lower() == ".zip" and zipfile.is_zipfile(entry):
+    if entry.suffix.lower() == ".zip":
         target = scratch()
         with zipfile.ZipFile(entry) as archive:
             archive.extractall(target)  # zipfile drops absolute paths and '..' from member names
@@ -99,8 +100,8 @@ def _walk(folder: Path) -> list[Path]:
 
 
 def _group_by_series(files: list[Path]):
-    """{series UID: [(path, header)]} and [(path, why)] for DICOM files whose header cannot be read.
-    Files without a series UID (a DICOMDIR, say) are not images and are left out quietly."""
+    """{series UID: [(path, header)]} and [(path, why)] for DICOM files whose header cannot be read
+    or has no series UID. A DICOMDIR (an index of the files, not an image) is left out quietly."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     groups: dict[str, list] = defaultdict(list)
@@ -114,6 +115,8 @@ def _group_by_series(files: list[Path]):
         uid = str(header.get("SeriesInstanceUID", "") or "")
         if uid:
             groups[uid].append((path, header))
+        elif getattr(header.get("file_meta"), "MediaStorageSOPClassUID", None) != DICOMDIR_CLASS:
+            unreadable.append((path, "no Series Instance UID (truncated, or not an image)"))
     return groups, unreadable
 
 
