@@ -143,3 +143,48 @@ def zip_folder(folder: Path, archive: Path) -> Path:
 
 def read_headers(paths) -> list[Dataset]:
     return [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+
+
+@dataclass
+class SegFrames:
+    """A DICOM-SEG read back frame by frame with pydicom."""
+    positions: np.ndarray        # (frames, 3) Image Position (Patient)
+    segments: np.ndarray         # (frames,) segment number
+    sources: list[str]           # the SOP Instance UID each frame was derived from ("" if none)
+    voxels: dict[int, int]       # segment number -> pixels set over all frames
+
+
+def seg_against_nifti(seg_path: Path, nifti_path: Path) -> SegFrames:
+    """Assert that every frame of the SEG is, pixel for pixel in patient coordinates, its segment
+    of the NIfTI mask, and that no NIfTI voxel of a label is missing from the SEG's frames."""
+    import nibabel as nib
+    seg = pydicom.dcmread(seg_path)
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    orientation = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    between_rows, between_columns = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
+    nifti = nib.load(str(nifti_path))
+    labels = np.asanyarray(nifti.dataobj)
+    to_voxel = np.linalg.inv(nifti.affine)
+    rows, columns = np.meshgrid(np.arange(seg.Rows), np.arange(seg.Columns), indexing="ij")
+    offsets = (columns[..., None] * between_columns * orientation[:3] + rows[..., None] * between_rows * orientation[3:])
+    positions, segments, sources, voxels = [], [], [], {}
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+        position = np.array(item.PlanePositionSequence[0].ImagePositionPatient, float)
+        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        ras = (position + offsets) * np.array([-1.0, -1.0, 1.0])
+        index = ras @ to_voxel[:3, :3].T + to_voxel[:3, 3]
+        assert np.abs(index - np.rint(index)).max() < 1e-3, "SEG pixels are not on the NIfTI's voxel centres"
+        i, j, k = np.rint(index).astype(int).transpose(2, 0, 1)
+        assert (i >= 0).all() and (j >= 0).all() and (k >= 0).all()
+        expected = labels[i, j, k] == number
+        assert np.array_equal(frame.astype(bool), expected), f"frame at {position} segment {number} differs"
+        positions.append(position)
+        segments.append(number)
+        derivation = item.get("DerivationImageSequence") or []
+        sources.append(str(derivation[0].SourceImageSequence[0].ReferencedSOPInstanceUID) if derivation else "")
+        voxels[number] = voxels.get(number, 0) + int(frame.sum())
+    for number in (1, 2, 3, 4):
+        count = voxels.get(number, 0)
+        assert count == int((labels == number).sum()), f"segment {number}: {count} SEG pixels, NIfTI has more"
+    return SegFrames(np.array(positions), np.array(segments), sources, voxels)
