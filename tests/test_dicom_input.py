@@ -167,3 +167,24 @@ def test_a_zip_of_series_is_unpacked_and_a_bad_zip_fails_alone(tmp_path):
     with zipfile.ZipFile(archive) as handle:
         assert len(handle.namelist()) == len(found.series[0][1].files)
     shutil.rmtree(scratch[-1])
+
+
+def test_a_folder_of_one_series_files_is_one_case_and_nifti_folders_list_as_before(tmp_path):
+    import contextlib
+    from app.inference.runner import list_inputs
+    inputs = tmp_path / "in"
+    _series(inputs, slab(pixel=6.0), 7, "Loose files")
+    (inputs / "readme.txt").write_text("exported by a PACS")
+    with contextlib.ExitStack() as scratch:
+        listing = list_inputs(inputs, scratch)
+    assert [case.name for case in listing.cases] == ["FLARE-0001_20240131_7_Loose_files"]
+    assert len(listing.cases[0].series.files) == len(slab(pixel=6.0).positions)
+    assert [(path.name, why) for path, why in listing.skipped] == [("readme.txt", "not a NIfTI file (.nii or .nii.gz) nor DICOM")]
+    nifti = tmp_path / "nifti"
+    nifti.mkdir()
+    (nifti / "b_0000.nii.gz").write_bytes(b"")
+    (nifti / "a_0000.nii.gz").write_bytes(b"")
+    with contextlib.ExitStack() as scratch:
+        listing = list_inputs(nifti, scratch)
+    assert [(case.name, case.path.name, case.series) for case in listing.cases] == [
+        ("a", "a_0000.nii.gz", None), ("b", "b_0000.nii.gz", None)]

@@ -56,39 +56,49 @@ def find_series(entries: list[Path], scratch: Callable[[], Path], taken: set[str
     folder). `scratch()` gives an empty folder to unpack a .zip into; `taken` holds the case
     names already used, and grows with every series named here."""
     found = Found()
-    for entry in entries:
-        try:
-            files = _dicom_files(entry, scratch)
-        except (zipfile.BadZipFile, OSError, RuntimeError) as err:
-            found.failed.append((_safe(entry.stem), f"{entry.name}: cannot read the .zip file ({err})"))
-            continue
-        if not files:
-            found.not_dicom.append(entry)
-            continue
-        groups, unreadable = _group_by_series(files)
-        if unreadable:
-            found.skipped.append((entry, f"{len(unreadable)} unreadable DICOM file(s), first "
-                                         f"{unreadable[0][0].name}: {unreadable[0][1]}"))
-        for uid, headers in sorted(groups.items(), key=lambda item: _sort_key(item[1][0][1])):
-            label = _label(headers[0][1])
-            why = skip_reason(headers)
-            if why:
-                found.skipped.append((entry, f"{label}: {why}"))
+    loose = [entry for entry in entries if entry.is_file() and entry.suffix.lower() != ".zip"]
+    dicom = [entry for entry in loose if is_dicom_file(entry)]
+    found.not_dicom += [entry for entry in loose if entry not in dicom]
+    sources = [(entry, None) for entry in entries if entry not in loose]
+    if dicom:  # the files of a series may lie in the input folder itself: they are grouped together
+        sources.append((dicom[0].parent, dicom))
+    for entry, files in sources:
+        if files is None:
+            try:
+                files = _dicom_files(entry, scratch)
+            except (zipfile.BadZipFile, OSError, RuntimeError) as err:
+                found.failed.append((_safe(entry.stem), f"{entry.name}: cannot read the .zip file ({err})"))
                 continue
-            name = _unique(case_name(headers[0][1], uid), uid, taken)
-            found.series.append((name, DicomSeries(uid, tuple(path for path, _ in headers), label), entry))
+            if not files:
+                found.not_dicom.append(entry)
+                continue
+        _add_series(found, entry, files, taken)
     return found
 
 
+def _add_series(found: Found, entry: Path, files: list[Path], taken: set[str]) -> None:
+    groups, unreadable = _group_by_series(files)
+    if unreadable:
+        found.skipped.append((entry, f"{len(unreadable)} unreadable DICOM file(s), first "
+                                     f"{unreadable[0][0].name}: {unreadable[0][1]}"))
+    for uid, headers in sorted(groups.items(), key=lambda item: _sort_key(item[1][0][1])):
+        label = _label(headers[0][1])
+        why = skip_reason(headers)
+        if why:
+            found.skipped.append((entry, f"{label}: {why}"))
+            continue
+        name = _unique(case_name(headers[0][1], uid), uid, taken)
+        found.series.append((name, DicomSeries(uid, tuple(path for path, _ in headers), label), entry))
+
+
 def _dicom_files(entry: Path, scratch: Callable[[], Path]) -> list[Path]:
+    """The DICOM files of a folder (all its sub-folders) or of a .zip file."""
     if entry.is_dir():
         return _walk(entry)
-    if entry.suffix.lower() == ".zip":
-        target = scratch()
-        with zipfile.ZipFile(entry) as archive:
-            archive.extractall(target)  # zipfile drops absolute paths and '..' from member names
-        return _walk(target)
-    return [entry] if is_dicom_file(entry) else []
+    target = scratch()
+    with zipfile.ZipFile(entry) as archive:
+        archive.extractall(target)  # zipfile drops absolute paths and '..' from member names
+    return _walk(target)
 
 
 def _walk(folder: Path) -> list[Path]:
