@@ -66,7 +66,7 @@ def find_series(entries: list[Path], scratch: Callable[[], Path], taken: set[str
         if files is None:
             try:
                 files = _dicom_files(entry, scratch)
-            except (zipfile.BadZipFile, OSError, RuntimeError) as err:
+            except Exception as err:  # a bad or unsupported .zip (BadZipFile, OSError, ...) fails alone
                 found.failed.append((_safe(entry.stem), f"{entry.name}: cannot read the .zip file ({err})"))
                 continue
             if not files:
@@ -83,7 +83,10 @@ def _add_series(found: Found, entry: Path, files: list[Path], taken: set[str]) -
                                      f"{unreadable[0][0].name}: {unreadable[0][1]}"))
     for uid, headers in sorted(groups.items(), key=lambda item: _sort_key(item[1][0][1])):
         label = _label(headers[0][1])
-        why = skip_reason(headers)
+        try:
+            why = skip_reason(headers)
+        except (ValueError, TypeError, AttributeError) as err:  # a malformed position, say
+            why = f"unreadable slice positions ({type(err).__name__}: {err})"
         if why:
             found.skipped.append((entry, f"{label}: {why}"))
             continue
@@ -113,13 +116,12 @@ def _group_by_series(files: list[Path]):
     """{series UID: [(path, header)]} and [(path, why)] for DICOM files whose header cannot be read
     or has no series UID. A DICOMDIR (an index of the files, not an image) is left out quietly."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
     groups: dict[str, list] = defaultdict(list)
     unreadable = []
     for path in files:
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
-        except (InvalidDicomError, OSError, ValueError, EOFError) as err:
+        except Exception as err:  # pydicom raises many kinds; one bad file never stops the run
             unreadable.append((path, f"{type(err).__name__}: {err}"))
             continue
         uid = str(header.get("SeriesInstanceUID", "") or "")
