@@ -25,6 +25,11 @@ MODES: dict[str, Mode] = {
 }
 
 
+# nifti: <case>.nii.gz for every case; dicom-seg: <case>.seg.dcm for every DICOM series (a NIfTI
+# input fails its case: a DICOM-SEG must reference a source series); both: the two side by side.
+OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
+
+
 @dataclass(frozen=True)
 class PredictConfig:
     weights_dir: Path = DEFAULT_WEIGHTS
@@ -44,8 +49,17 @@ class PredictConfig:
     # keep the two largest kidney components (one per kidney) where postprocessing.json keeps
     # no kidney component rule; False: nnU-Net's postprocessing alone
     paired_organs: bool = True
+    output_format: str = "nifti"           # one of OUTPUT_FORMATS
+
+    def writes_nifti(self) -> bool:
+        return self.output_format in ("nifti", "both")
+
+    def writes_seg(self) -> bool:
+        return self.output_format in ("dicom-seg", "both")
 
     def resolved_mode(self) -> Mode:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format {self.output_format!r}; choose from {list(OUTPUT_FORMATS)}")
         try:
             mode = MODES[self.mode]
         except KeyError:

@@ -1,4 +1,5 @@
-"""The one registry of output classes: FLARE21 label values, names and preview colours."""
+"""The one registry of output classes: FLARE21 label values, names, preview colours and the
+SNOMED CT concept each is coded with in DICOM-SEG (a name in pydicom's codes.SCT dictionary)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,14 +10,15 @@ class Organ:
     label: int
     name: str
     rgb: tuple[int, int, int]
+    snomed: str      # pydicom.sr.codedict.codes.SCT.<snomed>, e.g. Liver is SCT 10200004
     count: int = 1   # how many a patient has: one label covers both kidneys
 
 
 ORGANS: tuple[Organ, ...] = (
-    Organ(1, "liver", (220, 80, 60)),
-    Organ(2, "kidney", (250, 200, 40), count=2),
-    Organ(3, "spleen", (60, 120, 230)),
-    Organ(4, "pancreas", (80, 200, 110)),
+    Organ(1, "liver", (220, 80, 60), "Liver"),
+    Organ(2, "kidney", (250, 200, 40), "Kidney", count=2),
+    Organ(3, "spleen", (60, 120, 230), "Spleen"),
+    Organ(4, "pancreas", (80, 200, 110), "Pancreas"),
 )
 LABELS: dict[int, str] = {organ.label: organ.name for organ in ORGANS}
 PAIRED: dict[int, int] = {organ.label: organ.count for organ in ORGANS if organ.count > 1}

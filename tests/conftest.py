@@ -3,6 +3,7 @@ example CT, a synthetic anisotropic case, and a runner for predict.sh. No GPU, n
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,20 @@ def run_predict_sh():
         return subprocess.run(["sh", str(ROOT / "predict.sh"), "--device", "cpu", "--quiet", *extra],
                               env=env, capture_output=True, text=True, timeout=timeout, check=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def dciodvfy() -> str:
+    """dciodvfy (Debian's dicom3tools), installed by tests/install_tools.sh where it is missing;
+    the tests that need it skip, saying why, only where apt cannot provide it."""
+    found = shutil.which("dciodvfy")
+    if found is None:
+        install = subprocess.run(["bash", str(ROOT / "tests" / "install_tools.sh")],
+                                 capture_output=True, text=True, check=False)
+        found = shutil.which("dciodvfy")
+        if found is None:
+            pytest.skip(f"dciodvfy could not be installed: {(install.stdout + install.stderr).strip()[-400:]}")
+    return found
 
 
 def dice_per_label(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3, 4)) -> dict[int, float]:

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.config import DEFAULT_WEIGHTS, MODES, PredictConfig
+from app.config import DEFAULT_WEIGHTS, MODES, OUTPUT_FORMATS, PredictConfig
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -20,8 +20,12 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-i", "--input", type=Path, required=True, help="folder of CT images (*.nii.gz, *.nii)")
+    parser.add_argument("-i", "--input", type=Path, required=True,
+                        help="folder of CT images (*.nii.gz, *.nii), DICOM series (files, folders, .zip)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the masks (created)")
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default="nifti",
+                        help="nifti: <case>.nii.gz (default); dicom-seg: <case>.seg.dcm for each DICOM series; "
+                             "both")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights folder (default: %(default)s)")
     parser.add_argument("--mode", choices=sorted(MODES), default="accurate",
                         help="accurate: every fold, 8 flips, step 0.5 (default); fast: see README")
@@ -53,7 +57,7 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         device=args.device, network_batch=args.network_batch, fp16=not args.no_fp16,
         overwrite=args.overwrite, progress=not args.quiet,
         preview_dir=args.preview, shard=args.shard, preprocess_on=args.preprocess,
-        paired_organs=not args.stock_postprocessing,
+        paired_organs=not args.stock_postprocessing, output_format=args.output_format,
     )
 
 

@@ -1,4 +1,5 @@
-"""Cases in, masks out: listing the input folder, reading CTs, and atomic mask writes."""
+"""Cases in, masks out: listing the input folder, reading CTs, and atomic mask writes.
+DICOM series are listed and read by dicom_input.py, and DICOM-SEG written by dicom_seg.py."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -22,14 +24,15 @@ class CaseError(RuntimeError):
 @dataclass(frozen=True)
 class Case:
     name: str        # output name without extension, `_0000` removed
-    path: Path
+    path: Path       # the NIfTI file; for a DICOM series, the folder or .zip it came from
+    series: Any = None  # dicom_input.DicomSeries for a DICOM series, None for a NIfTI file
 
 
 @dataclass(frozen=True)
 class Listing:
     cases: list[Case]
-    skipped: list[tuple[Path, str]]     # (path, why) for things that are not cases
-    collisions: list[tuple[Path, str]]  # two inputs that would write the same mask
+    skipped: list[tuple[Path, str]]  # (path, why) for things that are not cases
+    failed: list[tuple[str, str]]    # (case name, error): two inputs that would write the same mask, ...
 
 
 def case_name(path: Path) -> str:
@@ -37,28 +40,33 @@ def case_name(path: Path) -> str:
 
 
 def list_cases(input_dir: Path) -> Listing:
-    """Every *.nii.gz / *.nii file is a case, sorted by name; anything else is skipped with a note."""
+    """Every *.nii.gz / *.nii file is a case, sorted by name; anything else is skipped with a note
+    (the runner first looks for DICOM series in folders, .zip and other files: dicom_input.py)."""
     cases: list[Case] = []
     skipped: list[tuple[Path, str]] = []
     by_name: dict[str, Case] = {}
-    collisions: list[tuple[Path, str]] = []
+    failed: list[tuple[str, str]] = []
     for path in sorted(input_dir.iterdir(), key=lambda p: p.name):
         if path.is_dir():
-            skipped.append((path, "a folder, not an image"))
+            skipped.append((path, "a folder with no DICOM files"))
         elif not NIFTI_SUFFIX.search(path.name):
-            skipped.append((path, "not a NIfTI file (.nii or .nii.gz)"))
+            skipped.append((path, "not a NIfTI file (.nii or .nii.gz) nor DICOM"))
         else:
             case = Case(case_name(path), path)
             if case.name in by_name:
-                collisions.append((path, f"same case name {case.name!r} as {by_name[case.name].path.name}"))
+                failed.append((case.name, f"{path.name}: same case name {case.name!r} as {by_name[case.name].path.name}"))
                 continue
             by_name[case.name] = case
             cases.append(case)
-    return Listing(cases, skipped, collisions)
+    return Listing(cases, skipped, failed)
 
 
 def output_path(output_dir: Path, case: Case) -> Path:
     return output_dir / f"{case.name}.nii.gz"
+
+
+def seg_output_path(output_dir: Path, case: Case) -> Path:
+    return output_dir / f"{case.name}.seg.dcm"
 
 
 @dataclass
@@ -108,13 +116,23 @@ def check_output_dir(output_dir: Path) -> None:
         raise PermissionError(f"output folder {output_dir} is not writable: {err.strerror or err}") from None
 
 
-def write_mask(mask: np.ndarray, reference: CaseImage, path: Path) -> None:
-    """Write a uint8 mask on the reference's grid: to a temporary file, then an atomic rename,
-    so a run killed at any moment never leaves a partial .nii.gz where it would be scored."""
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` writes the whole file to a temporary name in the hidden .partial/ folder, then
+    an atomic rename puts it at `path`: a run killed at any moment never leaves a partial output
+    where it would be scored or read."""
     partial_dir = path.parent / PARTIAL_DIR
     partial_dir.mkdir(exist_ok=True)
     tmp = partial_dir / f"{uuid.uuid4().hex}-{path.name}"
     try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_mask(mask: np.ndarray, reference: CaseImage, path: Path) -> None:
+    """Write a uint8 mask on the reference's grid, atomically."""
+    def write(tmp: Path) -> None:
         if reference.affine is not None:
             from app.inference.nifti import write_with_affine
             write_with_affine(mask, reference.affine, tmp)
@@ -122,9 +140,7 @@ def write_mask(mask: np.ndarray, reference: CaseImage, path: Path) -> None:
             image = sitk.GetImageFromArray(mask.astype(np.uint8, copy=False))
             image.CopyInformation(reference.image)
             sitk.WriteImage(image, str(tmp), True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, write)
 
 
 def remove_stale_partials(output_dir: Path, older_than_s: float = 3600.0) -> None:

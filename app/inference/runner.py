@@ -5,7 +5,9 @@ not start (bad arguments, weights or output folder); 3 no cases in the input fol
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,31 +39,66 @@ def run_predict(config: PredictConfig, input_dir: Path, output_dir: Path) -> int
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CANNOT_START
     io.remove_stale_partials(output_dir)
+    with contextlib.ExitStack() as scratch:  # folders that .zip inputs are unpacked into, removed at the end
+        listing = list_inputs(input_dir, scratch)
+        return _run_listing(config, listing, input_dir, output_dir, PROCESS_START)
+
+
+def list_inputs(input_dir: Path, scratch: contextlib.ExitStack) -> io.Listing:
+    """NIfTI files, then the DICOM CT series in what is not NIfTI. An input folder of NIfTI files
+    alone is listed exactly as before, without importing any DICOM code."""
     listing = io.list_cases(input_dir)
+    if not listing.skipped:
+        return listing
+    from app.inference.dicom_input import find_series
+
+    def unpack_folder() -> Path:
+        return Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="flare21-dicom-")))
+
+    found = find_series([path for path, _ in listing.skipped], unpack_folder, {case.name for case in listing.cases})
+    cases = listing.cases + [io.Case(name, entry, series) for name, series, entry in found.series]
+    skipped = [(path, why) for path, why in listing.skipped if path in found.not_dicom] + found.skipped
+    return io.Listing(sorted(cases, key=lambda case: case.name), skipped, listing.failed + found.failed)
+
+
+def _run_listing(config, listing: io.Listing, input_dir: Path, output_dir: Path, process_start) -> int:
     for path, why in listing.skipped:
         print(f"note: skipping {path.name}: {why}")
-    reports = [CaseReport(io.case_name(path), "failed", error=f"{path.name}: {why}") for path, why in listing.collisions]
+    reports = [CaseReport(name, "failed", error=error) for name, error in listing.failed]
     for report in reports:
         print(report.line(), file=sys.stderr)
     if not listing.cases:
-        print(f"no cases: no .nii.gz or .nii files in {input_dir}", file=sys.stderr)
+        print(f"no cases: no .nii.gz or .nii files nor DICOM CT series in {input_dir}", file=sys.stderr)
         return EXIT_CASE_FAILED if reports else EXIT_NO_CASES
     cases = select_shard(listing.cases, config.shard)
     if not cases:  # more shards than cases: nothing to do is success, or schedulers retry it
         print(f"note: shard {config.shard[0]}/{config.shard[1]} has no cases ({len(listing.cases)} in all)")
     todo = []
     for case in cases:
-        if not config.overwrite and io.output_path(output_dir, case).exists():
+        outputs = output_paths(config, output_dir, case)
+        if not outputs:
+            reports.append(CaseReport(case.name, "failed", error=f"{case.path.name}: a DICOM-SEG needs a DICOM "
+                                      "series as input; use --output-format nifti or both for NIfTI files"))
+            print(reports[-1].line(), file=sys.stderr)
+        elif not config.overwrite and all(path.exists() for path in outputs):
             reports.append(CaseReport(case.name, "skipped", error="mask exists (use --overwrite to redo it)"))
             print(reports[-1].line())
         else:
             todo.append(case)
     if todo:
-        status = _predict_cases(config, todo, output_dir, reports, PROCESS_START)
+        status = _predict_cases(config, todo, output_dir, reports, process_start)
         if status is not None:
             return status
     print(summary_table(reports))
     return EXIT_CASE_FAILED if any(r.status == "failed" for r in reports) else EXIT_OK
+
+
+def output_paths(config: PredictConfig, output_dir: Path, case: io.Case) -> list[Path]:
+    """What the output format asks of this case: a NIfTI mask, a DICOM-SEG (DICOM series only)."""
+    paths = [io.output_path(output_dir, case)] if config.writes_nifti() else []
+    if config.writes_seg() and case.series is not None:
+        paths.append(io.seg_output_path(output_dir, case))
+    return paths
 
 
 def _predict_cases(config, cases, output_dir, reports, process_start) -> int | None:
@@ -115,14 +152,14 @@ def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConf
     report = CaseReport(case.name, "failed", device=str(predictor.device))
     try:
         with timer.stage("read"):
-            loaded = io.read_image(case.path)
+            loaded, dicom = _read_case(case)
             image = loaded.image
-            check_image(image, case.path.name)
+            check_image(image, _source(case))
         report.shape = tuple(image.GetSize())
         report.spacing = tuple(image.GetSpacing())
         mask = predictor.predict_array(image, timer)
         with timer.stage("write"):
-            io.write_mask(mask, loaded, io.output_path(output_dir, case))
+            _write_outputs(mask, loaded, dicom, case, output_dir, predictor)
         with timer.stage("volumes"):
             report.volumes_ml = organ_volumes_ml(mask, image.GetSpacing())
         report.network_passes = predictor.window.last_network_passes
@@ -133,10 +170,36 @@ def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConf
     except io.CaseError as err:
         report.error = str(err)
     except Exception as err:  # one bad case must never stop the others
-        report.error = f"{case.path.name}: {type(err).__name__}: {err}"
+        report.error = f"{_source(case)}: {type(err).__name__}: {err}"
     report.seconds = round(time.perf_counter() - start, 3)
     report.stages = timer.rounded()
     return report
+
+
+def _source(case: io.Case) -> str:
+    return case.path.name if case.series is None else f"{case.path.name}, {case.series.label}"
+
+
+def _read_case(case: io.Case):
+    """(the CT as io.CaseImage, the DICOM volume with its source slices or None for NIfTI)."""
+    if case.series is None:
+        return io.read_image(case.path), None
+    from app.inference.dicom_geometry import read_series
+    volume = read_series(case.series.files, case.series.label)
+    if volume.resampled:
+        print(f"note: {case.name}: {volume.resampled}; resampled onto a regular grid")
+    return io.CaseImage(volume.image), volume
+
+
+def _write_outputs(mask, loaded: io.CaseImage, dicom, case: io.Case, output_dir: Path, predictor) -> None:
+    config = predictor.config
+    if config.writes_nifti():
+        io.write_mask(mask, loaded, io.output_path(output_dir, case))
+    if config.writes_seg() and dicom is not None:
+        from app.inference.dicom_seg import SegInfo, write_seg
+        info = SegInfo(predictor.mode.name, tuple(predictor.folds), predictor.weights.demo,
+                       str(predictor.weights.manifest.get("source_model", "")))
+        write_seg(mask, loaded.image, list(dicom.stack.headers), info, io.seg_output_path(output_dir, case))
 
 
 def _write_preview(image, mask, path: Path) -> None:

@@ -146,6 +146,18 @@ class Weights:
     fold_states: tuple[dict, ...]   # fold -> state dict of torch tensors
     manifest: dict
 
+    @property
+    def demo(self) -> bool:
+        return are_demo_weights(self.manifest)
+
+
+def are_demo_weights(manifest: dict) -> bool:
+    """The bundled demo weights say so in MANIFEST.json: their evaluation gives demo numbers
+    only, and their training data are synthetic phantoms."""
+    evaluation = manifest.get("evaluation") or {}
+    data = manifest.get("data") or {}
+    return bool(evaluation.get("demo_numbers_only")) or "synthetic" in str(data.get("what", "")).lower()
+
 
 def load_weights(weights_dir: Path, folds: tuple[int, ...] | None = None, max_folds: int | None = None,
                  device: str = "cpu") -> Weights:
