@@ -57,6 +57,7 @@ def test_auto_device_without_cuda_warns_once(tiny_weights, tmp_path):
                          capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stderr.count("no usable CUDA device, running on the CPU") == 1
+    assert "Please cite" not in run.stdout + run.stderr  # nnU-Net's banner stays out of every case's log
 
 
 def test_help_lists_commands():
