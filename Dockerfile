@@ -23,6 +23,9 @@ ARG CUDA=13
 # passes PIP_NO_INDEX=1 and PIP_FIND_LINKS=/a/wheelhouse (pip reads both from the environment).
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
+# Unset by default. A build behind a TLS-inspecting proxy passes the path of a CA bundle mounted
+# into the build (pip reads PIP_CERT from the environment); see docs/container.md.
+ARG PIP_CERT
 
 # Run time writes nothing outside the output folder and /tmp, as root or as any --user:
 # every cache and home directory points into /tmp, and no .pyc is written (they are
@@ -56,6 +59,7 @@ COPY constraints/ /opt/constraints/
 RUN set -eu; \
     [ -n "${PIP_NO_INDEX:-}" ] || unset PIP_NO_INDEX; \
     [ -n "${PIP_FIND_LINKS:-}" ] || unset PIP_FIND_LINKS; \
+    [ -n "${PIP_CERT:-}" ] || unset PIP_CERT; \
     constraints="/opt/constraints/cuda${CUDA}.txt"; \
     [ -f "$constraints" ] || { echo "CUDA=${CUDA}: no $constraints (use 13 or 12)" >&2; exit 1; }; \
     python3 -m venv /opt/venv; \

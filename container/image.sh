@@ -10,6 +10,8 @@
 #   BASE_IMAGE  podman only: the base (default: the local debootstrap base; set it to the
 #               Dockerfile's default where a registry is reachable)
 #   ENGINE      docker or podman (default: docker where `docker info` answers, else podman)
+#   BUILD_CA    podman only: a CA bundle for pip inside the build, for networks whose TLS is
+#               inspected by a proxy (default: the host pip's PIP_CERT or `cert` setting, if any)
 # `--report` adds what docs/container.md records: the size as `save | gzip` (minutes) and the
 # installed size of the largest packages in the venv.
 set -euo pipefail
@@ -52,8 +54,14 @@ else
     ENGINE_CMD=("${PODMAN[@]}")
     BASE=${BASE_IMAGE:-$LOCAL_BASE_IMAGE}
     if [ "$BASE" = "$LOCAL_BASE_IMAGE" ]; then base_image; fi
+    ca=${BUILD_CA:-${PIP_CERT:-$("$PY" -m pip config list 2>/dev/null | sed -n "s/^global\.cert='\(.*\)'\$/\1/p")}}
+    ca_args=()
+    if [ -n "$ca" ] && [ -f "$ca" ]; then
+        echo "pip inside the build trusts $ca"
+        ca_args=(-v "$ca:/run/build-ca.crt:ro" --build-arg PIP_CERT=/run/build-ca.crt)
+    fi
     step "podman build $IMAGE on $BASE"
-    build_image "$IMAGE" "$CACHE/build-$CUDA.log" --build-arg BASE_IMAGE="$BASE" --build-arg CUDA="$CUDA"
+    build_image "$IMAGE" "$CACHE/build-$CUDA.log" --build-arg BASE_IMAGE="$BASE" --build-arg CUDA="$CUDA" "${ca_args[@]}"
 fi
 ok "image $IMAGE built (CUDA $CUDA)"
 
