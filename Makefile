@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_IN := demo_in
 DEMO_OUT := demo_out
 
-.PHONY: venv demo test test-fast test-container bench bench-quick lint clean
+.PHONY: venv demo test test-fast test-container image image-report image-check bench bench-quick lint clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,22 @@ test: $(STAMP)
 
 test-container:
 	bash tests/container/run.sh
+
+# The release image (CUDA torch from the package index): docker build where Docker answers, else
+# podman. CUDA=12 builds the CUDA 12 line; IMAGE names it (default team:latest). See docs/container.md.
+CUDA ?= 13
+IMAGE ?= team:latest
+image:
+	CUDA=$(CUDA) IMAGE=$(IMAGE) bash container/image.sh
+
+# The same, plus the size as `save | gzip` and the largest packages in the venv.
+image-report:
+	CUDA=$(CUDA) IMAGE=$(IMAGE) bash container/image.sh --report
+
+# The organisers' command on the bundled CT with the release image and with the test image (both
+# on the CPU here): the same mask voxel for voxel, and the wall time and start-up of each run.
+image-check:
+	IMAGE=$(IMAGE) bash tests/container/release_check.sh
 
 bench: $(STAMP)
 	$(PY) -m bench.run --full

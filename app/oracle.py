@@ -7,6 +7,7 @@
   the shipped weights/.
 - `run_stock_predict`: stock `predict_from_folder`, in a subprocess with the one environment
   variable stock v1 needs under torch >= 2.6 to read its own checkpoints.
+- `OURS_AS_STOCK`: the predict options that every comparison with stock adds to our side.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Stock v1 applies postprocessing.json's rules alone; predict also keeps the two largest kidney
+# components where that file keeps no kidney rule (app.inference.postprocess). Compared with
+# stock, ours runs with nnU-Net's rules alone, so that both sides postprocess alike.
+OURS_AS_STOCK = ("--stock-postprocessing",)
 STOCK_TRAINER = "nnUNetTrainerV2_graduallyTransitionFromCEToDice"
 CHECKPOINT = "model_final_checkpoint"
 

@@ -22,7 +22,7 @@ from app.gpumem import GpuMemorySampler
 from app.oracle import random_v1_model, stock_predict_command, tiny_v1_plans
 from app.weights_export import export_model_folder
 from bench import inputs
-from bench.run import dice
+from bench.run import dice, ours_command
 from bench.stage_table import last_records, memory_line, stage_seconds, stage_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,8 +59,7 @@ def sampled_run(argv: list[str], env: dict, log: Path, timeout: float | None = N
 def ours(work: Path, weights: Path, name: str, extra: list[str], device: str) -> dict:
     out = work / name
     env = dict(os.environ, INPUT_DIR=str(work / "in"), OUTPUT_DIR=str(out), WEIGHTS_DIR=str(weights))
-    result = sampled_run(["sh", str(ROOT / "predict.sh"), "--quiet", "--overwrite", "--device", device, *extra],
-                         env, work / f"{name}.log")
+    result = sampled_run(ours_command(["--device", device, *extra]), env, work / f"{name}.log")
     records = last_records(out / "predict_log.jsonl")
     record = records[-1]
     network_s = record["stages"].get("network", 0.0) or 1e-9

@@ -19,6 +19,8 @@ What it trims to fit about a quarter of an hour of a 2-core CPU (each is an opti
 - prediction without mirroring, on one case cropped around its organs to about 1.25 patches
   in-plane, and written in the training orientation, so that stock (which ignores orientation)
   and ours (which reorients) see the same voxels.
+Ours runs with `--stock-postprocessing` (app.oracle.OURS_AS_STOCK): stock v1 applies no two-kidney
+rule, so both sides postprocess alike.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from app.oracle import stock_predict_command
+from app.oracle import OURS_AS_STOCK, stock_predict_command
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "Task502_RealScale"
@@ -142,13 +144,17 @@ def case_for_prediction(task: Path, plan: dict, folder: Path) -> str:
     return name
 
 
+def ours_command(weights: Path, inputs: Path, output: Path) -> list[str]:
+    """Our predict as stock runs here (one fold, no mirroring), postprocessing as stock does."""
+    return [sys.executable, "-m", "app", "predict", "-i", str(inputs), "-o", str(output), "--weights", str(weights),
+            "--folds", "0", "--no-tta", "--device", "cpu", "--quiet", *OURS_AS_STOCK]
+
+
 def predict_both(args, weights: Path, model_dir: Path, inputs: Path, stages: list) -> tuple[Path, Path]:
     ours, stock = args.work / "pred_ours", args.work / "pred_stock"
     for folder in (ours, stock):
         shutil.rmtree(folder, ignore_errors=True)
-    stages.append(run_stage("predict (ours)", [sys.executable, "-m", "app", "predict", "-i", str(inputs), "-o",
-                                               str(ours), "--weights", str(weights), "--folds", "0", "--no-tta",
-                                               "--device", "cpu", "--quiet"], args.work))
+    stages.append(run_stage("predict (ours)", ours_command(weights, inputs, ours), args.work))
     argv, env = stock_predict_command(model_dir, inputs, stock, folds=(0,), tta=False)
     stages.append(run_stage("predict (stock nnU-Net v1)", argv, args.work, env=env))
     return ours, stock

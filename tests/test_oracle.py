@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from app.oracle import run_stock_predict
+from app.oracle import OURS_AS_STOCK, run_stock_predict
 from conftest import REAL_CT, dice_per_label, same_geometry, synthetic_ct
 
 
@@ -31,7 +31,7 @@ def test_same_masks_as_stock_nnunet(make_input, tiny_v1_model, tiny_weights, run
     name = make_input(tmp_path / "in")
     stock = run_stock_predict(tiny_v1_model, tmp_path / "in", tmp_path / "stock", folds=(0,), tta=True, timeout=900)
     assert stock.returncode == 0, stock.stderr[-3000:]
-    ours = run_predict_sh(tmp_path / "in", tmp_path / "ours", tiny_weights, "--folds", "0")
+    ours = run_predict_sh(tmp_path / "in", tmp_path / "ours", tiny_weights, "--folds", "0", *OURS_AS_STOCK)
     assert ours.returncode == 0, ours.stderr[-3000:]
 
     source = sitk.ReadImage(str(next((tmp_path / "in").iterdir())))

@@ -2,6 +2,7 @@
 loaded from a safetensors state dict, and run over batches of tiles with mirroring TTA."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 from typing import Sequence
@@ -15,13 +16,22 @@ from app.inference.weights import NetworkSpec
 _HEAVY_HELPERS = "batchgenerators.augmentations.utils"
 
 
+def _nnunet_package_without_banner() -> None:
+    """nnunet/__init__.py only prints a citation request (into every FLARE case's log) and
+    imports nothing its subpackages need: the package is registered without running it."""
+    if "nnunet" not in sys.modules:
+        sys.modules["nnunet"] = importlib.util.module_from_spec(importlib.util.find_spec("nnunet"))
+
+
 def _generic_unet_class():
-    """Import nnU-Net's Generic_UNet without its base class's augmentation helpers.
+    """Import nnU-Net's Generic_UNet without its package's banner and without its base class's
+    augmentation helpers.
 
     nnunet's SegmentationNetwork imports batchgenerators.augmentations.utils (which pulls in
     skimage and pandas, about 0.8 s of start-up, paid on every FLARE case) only for a padding
     helper of its own predict_3D, which this app never calls. A placeholder stands in during the
     import; the real module stays importable afterwards for anyone else."""
+    _nnunet_package_without_banner()
     if _HEAVY_HELPERS in sys.modules:
         from nnunet.network_architecture.generic_UNet import Generic_UNet
         return Generic_UNet

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import SimpleITK as sitk
 import torch
 
 from app.config import PredictConfig
-from app.inference import io
+from app.inference import cuda_probe, io
 from app.inference.device_preprocess import preprocess_on_device
 from app.inference.ensemble import SlidingWindow, network_device
 from app.inference.export import probabilities_to_mask
@@ -38,16 +39,28 @@ def default_network_batch(device: torch.device, tta: bool) -> int:
 
 
 def choose_device(requested: str) -> torch.device:
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        print("warning: no CUDA device found, running on the CPU (much slower)", file=sys.stderr)
-        return torch.device("cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but no CUDA device is available")
-    if requested not in ("cuda", "cpu"):
+    if requested not in ("auto", "cuda", "cpu"):
         raise ValueError(f"unknown device {requested!r}: use auto, cuda or cpu")
-    return torch.device(requested)
+    if requested == "cpu":
+        return torch.device("cpu")
+    usable, cause = cuda_usable()
+    if usable:
+        return torch.device("cuda")
+    if requested == "cuda":
+        raise RuntimeError(f"--device cuda was asked for, but CUDA is not usable: {cause}")
+    print(f"warning: no usable CUDA device, running on the CPU (much slower): {cause}", file=sys.stderr)
+    return torch.device("cpu")
+
+
+def cuda_usable() -> tuple[bool, str | None]:
+    """torch's answer, and when it is no, the cause in one line (app.inference.cuda_probe). torch's
+    own multi-line CUDA-initialisation warning is caught here and its gist goes into that line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if torch.cuda.is_available():
+            return True, None
+    messages = [str(w.message) for w in caught]
+    return False, cuda_probe.why_no_cuda(torch.version.cuda, cuda_probe.driver_facts(), messages, torch.__version__)
 
 
 def preprocess_where(device: torch.device, requested: str = "auto") -> str:
