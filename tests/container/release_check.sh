@@ -7,7 +7,9 @@
 # from predict_log.jsonl (interpreter and imports, CUDA init, weight load), and `import torch`
 # alone in a fresh interpreter (the median of 3, after one to warm the page cache).
 #   IMAGE             the release image (default team:latest)
-#   FLARE_TEST_IMAGE  the test image (default localhost/flare21-test:latest)
+#   FLARE_TEST_IMAGE  the test image (default localhost/flare21-test:latest, as the last
+#                     `make test-container` on this machine left it: the store is shared by
+#                     every clone here, so run that first from this clone)
 #   ROUNDS            runs of each image, alternated (default 1)
 set -euo pipefail
 
