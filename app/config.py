@@ -15,14 +15,20 @@ class Mode:
     step_size: float   # sliding-window step, as a fraction of the patch
     max_folds: int | None  # None: every fold in the weights folder
     cpu_bf16: bool = False  # bfloat16 autocast on the CPU (about 2x faster there, not bit-faithful)
+    roi: bool = False       # two stages where the weights have a localiser: the folds run on the organs' region
 
 
 MODES: dict[str, Mode] = {
     # nnU-Net's own inference: every fold, every flip, half-patch step.
     "accurate": Mode("accurate", tta=True, step_size=0.5, max_folds=None),
     # Measured in bench/: see BENCHMARKS.md for its agreement with accurate.
-    "fast": Mode("fast", tta=False, step_size=0.7, max_folds=2, cpu_bf16=True),
+    "fast": Mode("fast", tta=False, step_size=0.7, max_folds=2, cpu_bf16=True, roi=True),
 }
+
+# The localiser's organ box grows by this much on every side before the folds run in it: it covers
+# what a coarse localiser misses at an organ's edge and gives the tiles at the region's edge context
+# (bench/roi.py measures region recall and agreement with whole-volume prediction; BENCHMARKS.md).
+ROI_MARGIN_MM = 30.0
 
 
 # nifti: <case>.nii.gz for every case; dicom-seg: <case>.seg.dcm for every DICOM series (a NIfTI
@@ -50,6 +56,11 @@ class PredictConfig:
     # no kidney component rule; False: nnU-Net's postprocessing alone
     paired_organs: bool = True
     output_format: str = "nifti"           # one of OUTPUT_FORMATS
+    roi: bool | None = None                # two-stage prediction; None: the mode decides (fast: on)
+    roi_margin_mm: float = ROI_MARGIN_MM
+    # fewest: per axis the fewer of the whole volume's tiles reaching the region and new tiles over it;
+    # exact: the whole volume's tiles only, so the region's mask equals whole-volume prediction's
+    roi_tiles: str = "fewest"
 
     def writes_nifti(self) -> bool:
         return self.output_format in ("nifti", "both")
@@ -66,6 +77,12 @@ class PredictConfig:
             raise ValueError(f"unknown mode {self.mode!r}; choose from {sorted(MODES)}") from None
         if self.tta is not None:
             mode = replace(mode, tta=self.tta)
+        if self.roi is not None:
+            mode = replace(mode, roi=self.roi)
+        if self.roi_tiles not in ("fewest", "exact"):
+            raise ValueError(f"unknown region tiling {self.roi_tiles!r}; choose fewest or exact")
+        if self.roi_margin_mm < 0:
+            raise ValueError(f"the region's margin must be >= 0 mm, got {self.roi_margin_mm}")
         if self.step_size is not None:
             if not 0.0 < self.step_size <= 1.0:
                 raise ValueError(f"step size must be in (0, 1], got {self.step_size}")

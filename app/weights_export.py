@@ -127,6 +127,39 @@ def update_manifest(out_dir: Path, extra: dict) -> None:
     _write_json(path, {**manifest, **extra, "files": files})
 
 
+LOCALISER_FILES = ("localiser_plans.json", "localiser.safetensors")
+
+
+def add_localiser(model_dir: Path, out_dir: Path, record: dict | None = None) -> Path:
+    """Add a localiser (an nnU-Net v1 model folder trained as fold "all" on the localiser plan) to
+    an exported weights folder: localiser_plans.json, localiser.safetensors, and their hashes and
+    `record` in MANIFEST.json. The folds and their files stay as they are."""
+    from safetensors.torch import save_file
+    import torch
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    checkpoint = model_dir / "all" / CHECKPOINT
+    if not (model_dir / "plans.pkl").is_file() or not checkpoint.is_file():
+        raise FileNotFoundError(f"{model_dir} has no plans.pkl and all/{CHECKPOINT}: not a localiser model folder")
+    manifest_path = out_dir / "MANIFEST.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path} is missing: export the folds first")
+    with open(model_dir / "plans.pkl", "rb") as handle:
+        plans = pickle.load(handle)
+    folds_plan = json.loads((out_dir / "plans.json").read_text())
+    _write_json(out_dir / LOCALISER_FILES[0],
+                plans_to_json(plans, training_orientation=folds_plan.get("training_orientation")))
+    tmp = out_dir / f".{LOCALISER_FILES[1]}.tmp"
+    save_file(_fold_state_dict(checkpoint, torch.float32), str(tmp), metadata={"fold": "all"})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out_dir / LOCALISER_FILES[1])
+    manifest = json.loads(manifest_path.read_text())
+    files = {**manifest.pop("files"), **{name: sha256_of(out_dir / name) for name in LOCALISER_FILES}}
+    manifest["localiser"] = {"source_model": model_dir.name, **(record or {})}
+    _write_json(manifest_path, {**manifest, "files": files})
+    return out_dir
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", type=Path, help="nnU-Net v1 model folder (plans.pkl, fold_N/, postprocessing.json)")
     parser.add_argument("--out", type=Path, required=True, help="weights folder to write")
@@ -135,10 +168,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage precision of the tensors (float16 halves the size)")
     parser.add_argument("--training-orientation", default=None,
                         help="orientation code of the training data, e.g. LPS; inputs are reoriented to it")
+    parser.add_argument("--localiser", type=Path, default=None,
+                        help="also add this localiser model folder (plans.pkl, all/) for two-stage prediction")
 
 
 def run(args: argparse.Namespace) -> int:
     extra = json.loads(args.manifest_extra.read_text()) if args.manifest_extra else None
     out = export_model_folder(args.model_dir, args.out, extra, args.dtype, args.training_orientation)
+    if args.localiser is not None:
+        add_localiser(args.localiser, out)
     print(f"wrote weights to {out}")
     return 0

@@ -32,8 +32,10 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     res = _run([py, "-m", "app", "train", "--task-dir", str(task), "--planner", "small", "--folds", "0",
                 "--epochs", "2", "--iterations", "2", "--val-iterations", "1", "--work-dir", str(tmp_path / "work"),
                 "--da-workers", "1", "--processes", "1", "--no-validation-tta", "--seed", "0",
-                "--out", str(weights), "--measure-predict-on", str(case)], tmp_path, 600)
+                "--out", str(weights), "--measure-predict-on", str(case),
+                "--localiser-epochs", "1", "--localiser-iterations", "2"], tmp_path, 600)
     assert "[train] exported to" in res.stdout
+    assert "[train] localiser exported to" in res.stdout
 
     for name in ("plans.json", "postprocessing.json", "MANIFEST.json", "fold_0.safetensors"):
         assert (weights / name).is_file(), name
@@ -58,6 +60,12 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     assert plans["training_orientation"] == training_orientation(sorted((task / "imagesTr").glob("*.nii.gz")))
     assert manifest["training_orientation"] == plans["training_orientation"]
     assert manifest["validation_cases"] == "all held-out cases"
+    # the localiser beside the folds: its coarse plan, its hash, and what trained it
+    localiser_plans = json.loads((weights / "localiser_plans.json").read_text())
+    assert localiser_plans["target_spacing"] == [8.0, 8.0, 8.0] and localiser_plans["patch_size"] == [32, 32, 32]
+    assert localiser_plans["training_orientation"] == plans["training_orientation"]
+    assert set(manifest["files"]) >= {"localiser_plans.json", "localiser.safetensors"}
+    assert manifest["localiser"]["epochs"] == 1 and manifest["localiser"]["planner"] == "localiser"
 
     # predict accepts the exported model (one fold, no TTA, to keep the test short)
     inp = tmp_path / "in"
@@ -65,7 +73,9 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     (inp / case.name).symlink_to(case)
     out = tmp_path / "out"
     _run([py, "-m", "app", "predict", "-i", str(inp), "-o", str(out), "--weights", str(weights),
-          "--no-tta", "--quiet"], tmp_path, 300)
+          "--no-tta", "--quiet", "--roi"], tmp_path, 300)
+    record = json.loads((out / "predict_log.jsonl").read_text().splitlines()[-1])
+    assert record["two_stage"] is True and record["roi"]["localiser_s"] > 0
     import SimpleITK as sitk
     pred = sitk.ReadImage(str(out / case.name.replace("_0000", "")))
     src = sitk.ReadImage(str(case))

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.config import DEFAULT_WEIGHTS, MODES, OUTPUT_FORMATS, PredictConfig
+from app.config import DEFAULT_WEIGHTS, MODES, OUTPUT_FORMATS, ROI_MARGIN_MM, PredictConfig
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -43,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--stock-postprocessing", action="store_true",
                         help="nnU-Net's postprocessing only: no two-kidney component rule")
+    roi = parser.add_mutually_exclusive_group()
+    roi.add_argument("--roi", dest="roi", action="store_true", default=None,
+                     help="two stages: the weights' localiser finds the organs, the folds run only on their "
+                          "region (default in fast mode; in accurate mode masks then differ slightly from stock)")
+    roi.add_argument("--no-roi", dest="roi", action="store_false", help="the folds run on the whole volume")
+    parser.add_argument("--roi-margin-mm", type=float, default=ROI_MARGIN_MM,
+                        help="margin around the localiser's organs, in mm (default %(default)s)")
     parser.add_argument("--preprocess", choices=("auto", "device", "host"), default="auto",
                         help="where resampling and normalisation run: device (torch, where the network "
                              "runs), host (numpy); auto: the device (faster on the CPU in bench/stages.py's "
@@ -58,6 +65,7 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         overwrite=args.overwrite, progress=not args.quiet,
         preview_dir=args.preview, shard=args.shard, preprocess_on=args.preprocess,
         paired_organs=not args.stock_postprocessing, output_format=args.output_format,
+        roi=args.roi, roi_margin_mm=args.roi_margin_mm,
     )
 
 

@@ -1,6 +1,7 @@
 """Sliding window + mirroring TTA + fold ensemble: network input -> class probabilities."""
 from __future__ import annotations
 
+from itertools import product
 from typing import Sequence
 
 import numpy as np
@@ -32,15 +33,18 @@ class SlidingWindow:
 
     def probabilities(self, data: np.ndarray | torch.Tensor, networks: Sequence[nn.Module], n_classes: int, *,
                       tta: bool, step_size: float, network_batch: int, accumulate_on: torch.device,
-                      autocast: torch.dtype | None, progress: bool = False) -> torch.Tensor:
+                      autocast: torch.dtype | None, progress: bool = False,
+                      starts: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
         """Fold-averaged, flip-averaged, Gaussian-weighted softmax (C, *data.shape).
+        `starts`: tile starts per axis (two-stage prediction's layout); None: v1's own.
 
         The networks run where their weights are; the sums live on `accumulate_on`, which may
         be the CPU when GPU memory is short."""
         compute_on = network_device(networks)
         pads = padding_to_patch(data.shape, self.patch)
         image = _padded_on(data, pads, compute_on)
-        windows = tiles(self.patch, image.shape, step_size)
+        windows = tiles(self.patch, image.shape, step_size) if starts is None else \
+            [tuple(slice(o, o + p) for o, p in zip(origin, self.patch)) for origin in product(*starts)]
         flips = flip_sets(self.mirror_axes, tta)
         gaussian = self.gaussian(accumulate_on)
         summed = torch.zeros((n_classes, *image.shape), dtype=torch.float32, device=accumulate_on)

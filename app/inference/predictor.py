@@ -18,7 +18,7 @@ from app.config import PredictConfig
 from app.inference import cuda_probe, io
 from app.inference.device_preprocess import preprocess_on_device
 from app.inference.ensemble import SlidingWindow, network_device
-from app.inference.export import probabilities_to_mask
+from app.inference.export import probabilities_to_mask, region_probabilities_to_mask
 from app.inference.network import load_network
 from app.inference.orientation import mask_to_input_grid, reorient
 from app.inference.postprocess import component_rules, keep_largest_components
@@ -100,10 +100,24 @@ class Predictor:
             self.weights = load_weights(config.weights_dir, config.folds, self.mode.max_folds, device=str(self.device))
             self.plan = self.weights.plan
             self.networks = [load_network(self.plan.network, state, self.device) for state in self.weights.fold_states]
+            self.localiser = self._localiser_stage()
         self.window = SlidingWindow(self.plan.patch_size, self.plan.mirror_axes)
         self.network_batch = config.network_batch or default_network_batch(self.device, self.mode.tta)
         self.preprocess_on = preprocess_where(self.device, config.preprocess_on)
+        self.last_roi: dict = {}  # the latest case's two-stage facts, for the log
 
+    def _localiser_stage(self):
+        """Two stages when the mode asks for them and the weights have a localiser. Weights without
+        one predict on the whole volume, as before; only an explicit --roi makes that an error."""
+        if not self.mode.roi:
+            return None
+        if self.weights.localiser is None:
+            if self.config.roi:
+                raise ValueError(f"--roi needs weights with a localiser; {self.config.weights_dir} has none "
+                                 "(python -m app train --localiser-epochs N adds one)")
+            return None
+        from app.inference.localiser import LocaliserStage
+        return LocaliserStage(self.weights.localiser, self.device, self._autocast_dtype(self.networks))
     @classmethod
     def from_weights(cls, weights_dir: str | Path, device: str = "auto", mode: str = "accurate", **options) -> "Predictor":
         return cls(PredictConfig(weights_dir=Path(weights_dir), device=device, mode=mode, **options))
@@ -128,13 +142,27 @@ class Predictor:
         timer.sync = cuda_sync_for(self.device)
         with timer.stage("reorient"):
             oriented = reorient(image, self.plan.training_orientation)
-        case = self.preprocess(oriented, timer)
+        volume, spacing = io.image_array(oriented), io.spacing_zyx(oriented)
+        case = self.preprocess(volume, spacing, timer)
         self._release_cached_memory()
+        region = self._region(volume, spacing, case, timer)
+        grid_shape = tuple(case.data.shape)
         with timer.stage("network"):
-            probs = self._probabilities_with_fallback(case.data)
+            probs = self._probabilities_with_fallback(case.data if region is None else case.data[region.box],
+                                                      None if region is None else region.starts)
             case = replace(case, data=None)  # the network input is no longer needed
             self._release_cached_memory()
-        mask = probabilities_to_mask(probs, case, self.plan, timer)
+        if region is None:
+            mask = probabilities_to_mask(probs, case, self.plan, timer)
+        else:
+            mask, rows = region_probabilities_to_mask(probs, region.box, grid_shape, case, self.plan, timer)
+            # where masks can be non-zero, on the reoriented CT's (z, y, x) grid
+            self.last_roi["output_box"] = [[int(b.start + r.start), int(b.start + r.stop)]
+                                           for b, r in zip(case.bbox, rows)]
+        if self.localiser is not None:
+            self.last_roi["network_passes_whole_volume"] = self._whole_volume_passes(grid_shape)
+            self.last_roi["network_passes_saved"] = (self.last_roi["network_passes_whole_volume"]
+                                                     - self.window.last_network_passes)
         del probs
         self._release_cached_memory()
         with timer.stage("postprocess"):
@@ -144,8 +172,29 @@ class Predictor:
             mask = mask_to_input_grid(mask, oriented, image)
         return mask
 
-    def preprocess(self, oriented: sitk.Image, timer: StageTimer) -> Preprocessed:
-        volume, spacing = io.image_array(oriented), io.spacing_zyx(oriented)
+    def _region(self, volume: np.ndarray, spacing, case: Preprocessed, timer: StageTimer):
+        """Stage one of two: the region the folds cover, or None for the whole volume (one stage,
+        the localiser's fallback, or a region that is the whole volume anyway)."""
+        self.last_roi = {}
+        if self.localiser is None:
+            return None
+        start = timer.seconds.get("localiser", 0.0)
+        with timer.stage("localiser"):
+            region = self.localiser.region(volume, spacing, case, self.plan, self.config.roi_margin_mm,
+                                           self.mode.step_size, self.config.roi_tiles == "exact")
+        self.last_roi = {"localiser_s": round(timer.seconds["localiser"] - start, 4),
+                         "region_fraction": round(region.fraction, 4), "fallback": region.fallback,
+                         "region_box": [[int(s.start), int(s.stop)] for s in region.box]}
+        if region.fallback is not None:
+            print(f"note: two-stage prediction: {region.fallback}", file=sys.stderr)
+        return None if region.whole else region
+
+    def _whole_volume_passes(self, grid_shape: tuple[int, ...]) -> int:
+        from app.inference.localiser import tile_count
+        flips = 2 ** len(self.plan.mirror_axes) if self.mode.tta else 1
+        return tile_count(grid_shape, self.plan.patch_size, self.mode.step_size) * flips * len(self.networks)
+
+    def preprocess(self, volume: np.ndarray, spacing, timer: StageTimer) -> Preprocessed:
         if self.preprocess_on == "device":
             try:
                 return preprocess_on_device(volume, spacing, self.plan, self.device, timer)
@@ -161,11 +210,11 @@ class Predictor:
         if self.device.type == "cuda" and self.config.release_cached_memory:
             torch.cuda.empty_cache()
 
-    def _probabilities(self, data, networks, network_batch: int, accumulate_on: torch.device):
+    def _probabilities(self, data, networks, network_batch: int, accumulate_on: torch.device, starts=None):
         return self.window.probabilities(
             data, networks, self.plan.network.num_classes, tta=self.mode.tta, step_size=self.mode.step_size,
             network_batch=network_batch, accumulate_on=accumulate_on,
-            autocast=self._autocast_dtype(networks), progress=self.config.progress)
+            autocast=self._autocast_dtype(networks), progress=self.config.progress, starts=starts)
 
     def _autocast_dtype(self, networks) -> torch.dtype | None:
         """fp16 on CUDA (stock v1's mixed precision); on the CPU float32 unless the mode asks for bf16."""
@@ -173,22 +222,22 @@ class Predictor:
             return torch.float16 if self.config.fp16 else None
         return torch.bfloat16 if self.mode.cpu_bf16 else None
 
-    def _probabilities_with_fallback(self, data) -> torch.Tensor:
+    def _probabilities_with_fallback(self, data, starts=None) -> torch.Tensor:
         """Out of GPU memory, a case is retried with one sample per network call and the probabilities
         kept in CPU memory, then entirely on the CPU. The run never dies from it."""
         try:
-            return self._probabilities(data, self.networks, self.network_batch, self.device)
+            return self._probabilities(data, self.networks, self.network_batch, self.device, starts)
         except torch.OutOfMemoryError:
             print("warning: out of GPU memory; retrying one sample per network call, probabilities on the CPU",
                   file=sys.stderr)
         _release_gpu_memory()  # after the except block, whose traceback would keep the tensors alive
         cpu = torch.device("cpu")
         try:
-            return self._probabilities(data, self.networks, 1, cpu)
+            return self._probabilities(data, self.networks, 1, cpu, starts)
         except torch.OutOfMemoryError:
             print("warning: still out of GPU memory; this case runs on the CPU", file=sys.stderr)
         _release_gpu_memory()
-        return self._probabilities(data, self._cpu_networks(), 1, cpu)
+        return self._probabilities(data, self._cpu_networks(), 1, cpu, starts)
 
     def _cpu_networks(self):
         if self.device.type == "cpu":

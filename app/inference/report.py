@@ -25,6 +25,7 @@ class CaseReport:
     volumes_ml: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     network_passes: int = 0                  # tiles x flips x folds
+    roi: dict = field(default_factory=dict)  # two-stage prediction: localiser time, region, passes saved, fallback
     gpu: dict = field(default_factory=dict)
 
     def line(self) -> str:

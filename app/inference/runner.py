@@ -118,7 +118,8 @@ def _predict_cases(config, cases, output_dir, reports, process_start) -> int | N
         process = _process_record(predictor, load_start - process_start, time.perf_counter() - load_start)
         print(f"loaded folds {list(predictor.folds)} on {predictor.device} "
               f"(mode {predictor.mode.name}, tta {'on' if predictor.mode.tta else 'off'}, "
-              f"step {predictor.mode.step_size}) in {process['weights_load_s']:.1f} s")
+              f"step {predictor.mode.step_size}, {'two stages' if predictor.localiser else 'whole volume'}) "
+              f"in {process['weights_load_s']:.1f} s")
         accounted = sum(process["process_stages"].values())
         for case in cases:
             report = _predict_one(predictor, case, output_dir, config)
@@ -143,6 +144,8 @@ def _process_record(predictor, startup_s: float, load_s: float) -> dict:
             "process_stages": {k: round(v, 4) for k, v in stages.items()},
             "folds": list(predictor.folds), "mode": predictor.mode.name, "tta": predictor.mode.tta,
             "step_size": predictor.mode.step_size, "preprocess_on": predictor.preprocess_on,
+            "two_stage": predictor.localiser is not None,
+            "roi_margin_mm": predictor.config.roi_margin_mm if predictor.localiser is not None else None,
             **predictor.cuda_facts}
 
 
@@ -163,6 +166,7 @@ def _predict_one(predictor, case: io.Case, output_dir: Path, config: PredictConf
         with timer.stage("volumes"):
             report.volumes_ml = organ_volumes_ml(mask, image.GetSpacing())
         report.network_passes = predictor.window.last_network_passes
+        report.roi = dict(predictor.last_roi)
         report.status = "ok"
         if config.preview_dir is not None:
             with timer.stage("preview"):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 FORMAT_VERSION = 1
 FOLD_FILE = re.compile(r"^fold_(\d+)\.safetensors$")
+LOCALISER_PLANS, LOCALISER_STATE = "localiser_plans.json", "localiser.safetensors"
 
 
 class WeightsError(RuntimeError):
@@ -139,12 +140,20 @@ def available_folds(manifest: dict) -> list[int]:
 
 
 @dataclass(frozen=True)
+class Localiser:
+    """The coarse model of two-stage prediction: where the organs are, not their outlines."""
+    plan: Plan
+    state: dict
+
+
+@dataclass(frozen=True)
 class Weights:
     plan: Plan
     postprocessing: Postprocessing
     folds: tuple[int, ...]
     fold_states: tuple[dict, ...]   # fold -> state dict of torch tensors
     manifest: dict
+    localiser: Localiser | None = None  # only in weights exported with one (MANIFEST.json lists it)
 
     @property
     def demo(self) -> bool:
@@ -178,4 +187,15 @@ def load_weights(weights_dir: Path, folds: tuple[int, ...] | None = None, max_fo
     # converted there, so their copies stay on the host instead of doubling the GPU's share
     where = str(device) if manifest.get("storage_dtype", "float32") == "float32" else "cpu"
     states = tuple(load_file(str(weights_dir / f"fold_{f}.safetensors"), device=where) for f in chosen)
-    return Weights(plan, post, chosen, states, manifest)
+    return Weights(plan, post, chosen, states, manifest, _load_localiser(weights_dir, manifest, where))
+
+
+def _load_localiser(weights_dir: Path, manifest: dict, device: str) -> Localiser | None:
+    listed = manifest.get("files", {})
+    if LOCALISER_STATE not in listed and LOCALISER_PLANS not in listed:
+        return None
+    if LOCALISER_STATE not in listed or LOCALISER_PLANS not in listed:
+        raise WeightsError(f"MANIFEST.json in {weights_dir} lists only one of {LOCALISER_PLANS} and {LOCALISER_STATE}")
+    from safetensors.torch import load_file
+    plan = Plan.from_json(json.loads((weights_dir / LOCALISER_PLANS).read_text()))
+    return Localiser(plan, load_file(str(weights_dir / LOCALISER_STATE), device=device))

@@ -38,6 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="torch/numpy seed, recorded in the manifest")
     parser.add_argument("--data-description", type=Path, default=None,
                         help="JSON file describing the data (recorded in MANIFEST.json)")
+    parser.add_argument("--localiser-epochs", type=int, default=0,
+                        help="also train the localiser of two-stage prediction (8 mm, one model on all cases) for "
+                             "this many epochs and export it beside the folds (default 0: none)")
+    parser.add_argument("--localiser-iterations", type=int, default=0,
+                        help="batches per epoch of the localiser (0: as --iterations)")
+    parser.add_argument("--localiser-init", type=Path, default=None,
+                        help="checkpoint (.model) the localiser starts from, e.g. the mean of a small plan's folds "
+                             "(python -m app.training.from_weights): the same network at a coarser spacing")
+    parser.add_argument("--localiser-lr", type=float, default=None,
+                        help="initial learning rate of the localiser (default: nnunet's 1e-2)")
     _add_starting_point_arguments(parser)
     _add_hardware_fit_arguments(parser)
     _add_resume_arguments(parser)
@@ -119,9 +129,12 @@ def run(args: argparse.Namespace) -> int:
                       fold_init=args.fold_init, batch_size=args.batch_size, parallel_folds=args.parallel_folds,
                       resume=args.resume, stop_after_epochs=args.stop_after_epochs,
                       validation_cases=args.validation_cases, prepare_only=args.prepare_only,
+                      localiser_epochs=args.localiser_epochs, localiser_iterations=args.localiser_iterations,
+                      localiser_init=args.localiser_init, localiser_lr=args.localiser_lr,
                       time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
-    if not cfg.folds and cfg.warm_start_epochs <= 0 and not cfg.prepare_only:
-        raise SystemExit("--folds is empty: give --warm-start-epochs to train the model on all cases")
+    if not cfg.folds and cfg.warm_start_epochs <= 0 and cfg.localiser_epochs <= 0 and not cfg.prepare_only:
+        raise SystemExit("--folds is empty: give --warm-start-epochs to train the model on all cases, "
+                         "or --localiser-epochs to train the localiser alone")
     if (args.validation_cases or 0) < 0 or (args.stop_after_epochs is not None and args.stop_after_epochs < 1):
         raise SystemExit("--validation-cases must be >= 0 and --stop-after-epochs >= 1")
     manifest = train(cfg, log=lambda m: print(f"[train] {m}", flush=True))

@@ -45,6 +45,11 @@ class TrainConfig:
     stop_after_epochs: int | None = None    # end this invocation after so many epochs per fold (checkpointed)
     validation_cases: int | None = None     # None: nnunet's full validation of every held-out case
     prepare_only: bool = False              # plan, preprocess, unpack and split, then stop (before fold jobs)
+    # Two-stage prediction's localiser (coarse plan, one model on all cases); 0: none is trained.
+    localiser_epochs: int = 0
+    localiser_iterations: int = 0           # batches per epoch of the localiser (0: as `iterations`)
+    localiser_init: Path | None = None      # checkpoint the localiser starts from (same network shape)
+    localiser_lr: float | None = None       # None: nnunet's 1e-2
 
     @property
     def scaled_trainer(self) -> bool:

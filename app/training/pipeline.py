@@ -36,6 +36,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     paths = setup_env(cfg)
     task = link_task(cfg, paths)
     set_torch_threads(cfg)
+    if not cfg.folds and cfg.warm_start_epochs <= 0 and not cfg.prepare_only:
+        # the localiser alone, added to an existing weights folder (--out)
+        return {"localiser": _localiser(cfg, paths, task, log), "training_wall_seconds": round(time.time() - t_start, 1)}
     plans_file = plan_and_preprocess(cfg, paths, task, log)
     if cfg.prepare_only:
         from app.training.parallel import split_once, unpack_once
@@ -52,9 +55,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
             return {"warm_start": warm, "unfinished": ["all"]}
     init_from = Path(warm["checkpoint"]) if warm else cfg.fold_init
     if not cfg.folds:
-        # only the model on all cases: a starting point for later fold runs (--fold-init)
-        log(f"no folds asked for; the model on all cases is {init_from}")
-        return {"warm_start": warm, "training_wall_seconds": round(time.time() - t_start, 1)}
+        # only the model on all cases (a starting point for later fold runs, --fold-init), or the localiser
+        localiser = _localiser(cfg, paths, task, log)
+        if warm is not None:
+            log(f"no folds asked for; the model on all cases is {init_from}")
+        return {"warm_start": warm, "localiser": localiser, "training_wall_seconds": round(time.time() - t_start, 1)}
     if cfg.parallel_folds and len(cfg.folds) > 1:
         from app.training.parallel import train_folds_in_parallel
         results = train_folds_in_parallel(cfg, plans_file, init_from, log)
@@ -71,7 +76,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
     manifest["training_orientation"] = training_orientation(sorted((cfg.task_dir / "imagesTr").glob("*.nii*")))
     if cfg.out is not None:
         export_with_manifest(cfg, out_base, manifest, log)
+    manifest["localiser"] = _localiser(cfg, paths, task, log)
     return manifest
+
+
+def _localiser(cfg: TrainConfig, paths: dict, task: str, log) -> dict | None:
+    """Trained after the folds, so that an export of the folds never waits for it."""
+    if cfg.localiser_epochs <= 0:
+        return None
+    from app.training.localiser import train_localiser
+    return train_localiser(cfg, paths, task, log)
 
 
 def choose_postprocessing(cfg: TrainConfig, out_base: Path, log) -> dict | None:

@@ -8,6 +8,7 @@ from batchgenerators.utilities.file_and_folder_operations import join
 
 DEFAULT_PLANS_ID = "nnUNetPlansv2.1"
 SMALL_PLANS_ID = "nnUNetPlans_small"
+LOCALISER_PLANS_ID = "nnUNetPlans_localiser"
 
 
 class SmallPlanner3D(ExperimentPlanner3D_v21):
@@ -56,4 +57,20 @@ class SmallPlanner3D(ExperimentPlanner3D_v21):
         }
 
 
-PLANNERS = {"small": (SmallPlanner3D, SMALL_PLANS_ID), "default": (ExperimentPlanner3D_v21, DEFAULT_PLANS_ID)}
+class LocaliserPlanner3D(SmallPlanner3D):
+    """The localiser of two-stage prediction: 8 mm voxels and a 32^3 patch (256 mm), so that a
+    512 x 512 x 200 CT is a few dozen cheap tiles. It only has to say where the organs are; the
+    full-resolution folds draw their outlines."""
+    TARGET_SPACING_MM = 8.0
+    PATCH = (32, 32, 32)
+    MAX_POOLS = 3
+
+    def __init__(self, folder_with_cropped_data, preprocessed_output_folder):
+        super().__init__(folder_with_cropped_data, preprocessed_output_folder)
+        self.data_identifier = "nnUNetData_plans_localiser"
+        self.plans_fname = join(self.preprocessed_output_folder, LOCALISER_PLANS_ID + "_plans_3D.pkl")
+        self.unet_max_numpool = self.MAX_POOLS
+
+
+PLANNERS = {"small": (SmallPlanner3D, SMALL_PLANS_ID), "default": (ExperimentPlanner3D_v21, DEFAULT_PLANS_ID),
+            "localiser": (LocaliserPlanner3D, LOCALISER_PLANS_ID)}

@@ -1,0 +1,199 @@
+"""Two-stage prediction against whole-volume prediction, side by side in one run, on the CPU.
+
+    python -m bench.roi [--work build/roi] [--features 8]
+
+Cases: the bundled real CT resampled to a FLARE-like grid (0.8 x 0.8 x 2.5 mm), and one full-size
+lesion-bearing phantom (unseen seed) of each field of view: cropped around the liver, abdomen,
+abdomen and pelvis, chest to pelvis. Networks, all in fast mode:
+- the localiser of the demo weights (stage one of every two-stage run);
+- the FLARE21 plan's geometry (patch 80 x 192 x 160 at 2.5 x 0.8 x 0.8 mm, 5 poolings) with random
+  weights, for time and network passes only. `--features 32` is the FLARE21 network itself
+  (about 7 s per pass here); the default 8 base features keeps the bench near a quarter of an hour,
+  and understates the time ratio, since the network is then a smaller share of each run;
+- the demo folds, for agreement: Dice per organ of two-stage against whole-volume masks.
+Per case: the region's share of the network grid, network passes and seconds of each stage with
+and without the region, and the region recall (the share of reference organ voxels that lie in
+the part of the mask the two-stage run computes; each must, so it must be 1).
+
+Last line: `passes_ratio=<x> time_ratio=<y> region_recall=<r> min_dice_vs_full=<d>`, passes and
+seconds summed over the cases (whole over two-stage), recall and Dice the smallest."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from app.inference.orientation import reorient
+from bench import inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = ("liver", "abdomen", "abdomen_pelvis", "chest_abdomen_pelvis")
+SEED = 3030   # unseen: the demo weights trained on seed 1010, their evaluations use 2024 and 2030
+
+
+def find_case(seed: int, field: str, sick: bool, tries: int = 200) -> int:
+    """The first case index of `seed` whose field of view is `field`, drawn without rendering."""
+    from app.synth.anatomy import Anatomy
+    from app.synth.appearance import draw_appearance
+    from app.synth.scanner import random_grid
+    for index in range(tries):
+        rng = np.random.default_rng([seed, index])
+        anat = Anatomy(rng, sick)
+        draw_appearance(rng)
+        if random_grid(rng, anat, "full").field == field:
+            return index
+    raise RuntimeError(f"no {field} case in the first {tries} of seed {seed}")
+
+
+def _image(array: np.ndarray, grid) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([float(v) for v in grid.spacing])
+    image.SetOrigin([float(v) for v in grid.origin])
+    image.SetDirection([float(v) for v in grid.direction.flatten()])
+    return image
+
+
+def make_cases(folder: Path, seed: int) -> list[str]:
+    """CT and reference labels of every case, made once and kept in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["real_ct_flare_grid"]
+    if not (folder / "real_ct_flare_grid_ct.nii.gz").exists():
+        ct = inputs.real_ct_flare_grid()
+        labels = sitk.Resample(sitk.ReadImage(str(ROOT / "tests" / "data" / "example_flare_labels.nii.gz")), ct,
+                               sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        sitk.WriteImage(ct, str(folder / "real_ct_flare_grid_ct.nii.gz"), True)
+        sitk.WriteImage(labels, str(folder / "real_ct_flare_grid_labels.nii.gz"), True)
+    from app.synth.phantom import make_phantom
+    for field in FIELDS:
+        name = f"phantom_{field}"
+        names.append(name)
+        if (folder / f"{name}_ct.nii.gz").exists():
+            continue
+        index = find_case(seed, field, sick=True)
+        phantom = make_phantom(seed, index, "full", sick=True)
+        sitk.WriteImage(_image(phantom.image, phantom.grid), str(folder / f"{name}_ct.nii.gz"), True)
+        sitk.WriteImage(_image(phantom.labels, phantom.grid), str(folder / f"{name}_labels.nii.gz"), True)
+        print(f"made {name}: seed {seed} case {index}, {phantom.info['shape_xyz']} voxels", flush=True)
+    return names
+
+
+def flare_weights(folder: Path, demo: Path, features: int) -> Path:
+    """The FLARE21 plan's geometry with random weights, and the demo weights' localiser beside it."""
+    from app.inference.weights import LOCALISER_PLANS, LOCALISER_STATE, sha256_of
+    from app.oracle import random_v1_model, tiny_v1_plans
+    from app.weights_export import export_model_folder
+    from bench.gpu import FLARE_CONVS, FLARE_POOLS
+
+    out = folder / f"flare_plan_{features}"
+    if (out / "MANIFEST.json").exists():
+        return out
+    plans = tiny_v1_plans((2.5, 0.8, 0.8), (80, 192, 160), features, 5)
+    plans["plans_per_stage"][0]["pool_op_kernel_sizes"] = FLARE_POOLS
+    plans["plans_per_stage"][0]["conv_kernel_sizes"] = FLARE_CONVS
+    with tempfile.TemporaryDirectory() as tmp:
+        model = random_v1_model(Path(tmp) / "model", plans, folds=(0, 1))
+        orientation = json.loads((demo / "plans.json").read_text()).get("training_orientation")
+        export_model_folder(model, out, training_orientation=orientation)
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    for name in (LOCALISER_PLANS, LOCALISER_STATE):
+        shutil.copy(demo / name, out / name)
+        manifest["files"][name] = sha256_of(out / name)
+    (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
+    return out
+
+
+def run_case(predictor, image: sitk.Image) -> dict:
+    from app.inference.stages import StageTimer
+    timer = StageTimer()
+    mask = predictor.predict_array(image, timer)
+    return {"mask": mask, "seconds": timer.total, "stages": timer.rounded(),
+            "passes": predictor.window.last_network_passes, "roi": dict(predictor.last_roi)}
+
+
+def region_recall(labels: sitk.Image, roi: dict, orientation: str | None) -> float:
+    """Reference organ voxels inside the two-stage run's output box (on the reoriented grid)."""
+    reference = sitk.GetArrayFromImage(reorient(labels, orientation)) > 0
+    if not roi.get("output_box"):
+        return 1.0   # whole volume: every voxel is computed
+    inside = reference[tuple(slice(a, b) for a, b in roi["output_box"])].sum()
+    return float(inside / max(1, reference.sum()))
+
+
+def dice_per_organ(a: np.ndarray, b: np.ndarray) -> dict[int, float]:
+    scores = {}
+    for label in (1, 2, 3, 4):
+        x, y = a == label, b == label
+        total = int(x.sum() + y.sum())
+        scores[label] = 1.0 if total == 0 else round(2 * int((x & y).sum()) / total, 4)
+    return scores
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "roi")
+    parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="demo weights with a localiser")
+    parser.add_argument("--features", type=int, default=8, help="base features of the FLARE21-plan network")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--cases", nargs="*", help="only these cases (names as printed)")
+    parser.add_argument("--tiles", choices=("fewest", "exact"), default="fewest", help="two-stage tiling (README)")
+    parser.add_argument("--margin-mm", type=float, default=None, help="region margin (default: predict's)")
+    args = parser.parse_args(argv)
+    from app.inference.predictor import Predictor
+    import torch
+    torch.manual_seed(0)
+
+    names = make_cases(args.work / "cases", args.seed)
+    names = [n for n in names if not args.cases or n in args.cases]
+    flare = flare_weights(args.work, args.weights, args.features)
+    options = {"roi_tiles": args.tiles, **({} if args.margin_mm is None else {"roi_margin_mm": args.margin_mm})}
+    predictors = {(net, roi): Predictor.from_weights(weights, device="cpu", mode="fast", roi=roi, progress=False,
+                                                     **options)
+                  for net, weights in (("flare", flare), ("demo", args.weights)) for roi in (False, True)}
+    orientation = predictors["demo", True].plan.training_orientation
+    rows, totals = [], {"passes_whole": 0, "passes_two": 0, "s_whole": 0.0, "s_two": 0.0}
+    for name in names:
+        image = sitk.ReadImage(str(args.work / "cases" / f"{name}_ct.nii.gz"))
+        labels = sitk.ReadImage(str(args.work / "cases" / f"{name}_labels.nii.gz"))
+        runs = {key: run_case(p, image) for key, p in predictors.items()}
+        whole, two = runs["flare", False], runs["flare", True]
+        recall = min(region_recall(labels, runs[net, True]["roi"], orientation) for net in ("flare", "demo"))
+        dice = dice_per_organ(runs["demo", True]["mask"], runs["demo", False]["mask"])
+        row = {"case": name, "shape_xyz": list(image.GetSize()), "region_fraction": two["roi"].get("region_fraction"),
+               "fallback": two["roi"].get("fallback"), "passes_whole": whole["passes"], "passes_two": two["passes"],
+               "s_whole": round(whole["seconds"], 2), "s_two": round(two["seconds"], 2),
+               "localiser_s": two["stages"].get("localiser"), "stages_whole": whole["stages"],
+               "stages_two": two["stages"], "region_recall": round(recall, 5), "dice_vs_full": dice}
+        rows.append(row)
+        for key in totals:
+            totals[key] += row[key]
+        print(json.dumps(row), flush=True)
+    _print_table(rows)
+    (args.work / f"roi_results_{args.tiles}.json").write_text(
+        json.dumps({"rows": rows, "features": args.features, **options}, indent=1))
+    passes_ratio = totals["passes_whole"] / max(1, totals["passes_two"])
+    time_ratio = totals["s_whole"] / max(1e-9, totals["s_two"])
+    recall = min(r["region_recall"] for r in rows)
+    min_dice = min(min(r["dice_vs_full"].values()) for r in rows)
+    print(f"passes_ratio={passes_ratio:.2f} time_ratio={time_ratio:.2f} region_recall={recall:.4f} "
+          f"min_dice_vs_full={min_dice:.4f}")
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    print(f"\n{'case':<30}{'size (x y z)':>16}{'region':>8}{'passes':>12}{'seconds':>15}{'localiser':>10}"
+          f"{'recall':>8}  dice vs whole (liver kidney spleen pancreas)")
+    for r in rows:
+        size = "x".join(str(v) for v in r["shape_xyz"])
+        print(f"{r['case']:<30}{size:>16}{r['region_fraction'] or 1.0:>8.2f}"
+              f"{r['passes_whole']:>6}/{r['passes_two']:<5}{r['s_whole']:>7.1f}/{r['s_two']:<7.1f}"
+              f"{r['localiser_s'] or 0:>10.2f}{r['region_recall']:>8.4f}  "
+              + " ".join(f"{v:.4f}" for v in r["dice_vs_full"].values()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
