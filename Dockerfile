@@ -16,7 +16,7 @@ FROM ${BASE_IMAGE}
 
 # The CUDA line: 13 (the default: torch 2.13.0 with CUDA 13.0, NVIDIA driver >= 580) or 12
 # (torch 2.10.0 with CUDA 12.8, driver >= 525; 570 serves all of CUDA 12.8). Each line's torch and
-# CUDA libraries are pinned in constraints/cuda<line>.txt; docs/container.md has the details.
+# CUDA libraries are pinned in requirements-cuda<line>.txt; docs/container.md has the details.
 ARG CUDA=13
 
 # Unset by default: a plain `docker build` installs from the package index. An offline build
@@ -55,12 +55,12 @@ ENV VIRTUAL_ENV=/opt/venv \
 # the same constraints. pip compiles every installed module; the standard library is compiled
 # too, so that start-up reads .pyc files only.
 COPY requirements.txt /opt/requirements.txt
-COPY constraints/ /opt/constraints/
+COPY requirements-cuda12.txt requirements-cuda13.txt /opt/
 RUN set -eu; \
     [ -n "${PIP_NO_INDEX:-}" ] || unset PIP_NO_INDEX; \
     [ -n "${PIP_FIND_LINKS:-}" ] || unset PIP_FIND_LINKS; \
     [ -n "${PIP_CERT:-}" ] || unset PIP_CERT; \
-    constraints="/opt/constraints/cuda${CUDA}.txt"; \
+    constraints="/opt/requirements-cuda${CUDA}.txt"; \
     [ -f "$constraints" ] || { echo "CUDA=${CUDA}: no $constraints (use 13 or 12)" >&2; exit 1; }; \
     python3 -m venv /opt/venv; \
     grep -E '^torch==' "$constraints" > /tmp/torch-requirement.txt; \

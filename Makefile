@@ -40,11 +40,11 @@ test-container:
 CUDA ?= 13
 IMAGE ?= team:latest
 image:
-	CUDA=$(CUDA) IMAGE=$(IMAGE) bash container/image.sh
+	CUDA=$(CUDA) IMAGE=$(IMAGE) bash tests/container/image.sh
 
 # The same, plus the size as `save | gzip` and the largest packages in the venv.
 image-report:
-	CUDA=$(CUDA) IMAGE=$(IMAGE) bash container/image.sh --report
+	CUDA=$(CUDA) IMAGE=$(IMAGE) bash tests/container/image.sh --report
 
 # The organisers' command on the bundled CT with the release image and with the test image (both
 # on the CPU here): the same mask voxel for voxel, and the wall time and start-up of each run.

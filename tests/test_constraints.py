@@ -26,7 +26,7 @@ def pins(path: Path) -> dict[str, str]:
 def test_each_line_pins_its_torch_and_nothing_requirements_pins():
     requirements = pins(ROOT / "requirements.txt")
     for line, torch in LINES.items():
-        constraint = pins(ROOT / "constraints" / f"cuda{line}.txt")
+        constraint = pins(ROOT / f"requirements-cuda{line}.txt")
         assert constraint["torch"] == torch
         assert set(constraint) & set(requirements) == {"torch"}, f"cuda{line}.txt pins what requirements.txt pins"
         cuda_libs = [name for name in constraint if name.startswith("nvidia-")]
@@ -37,10 +37,10 @@ def test_default_line_is_the_torch_of_requirements_makefile_and_dockerfile():
     assert pins(ROOT / "requirements.txt")["torch"] == LINES[13]
     assert f"pip install --quiet torch=={LINES[13]}" in (ROOT / "Makefile").read_text()
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "ARG CUDA=13\n" in dockerfile and 'constraints="/opt/constraints/cuda${CUDA}.txt"' in dockerfile
-    assert "!constraints" in (ROOT / ".dockerignore").read_text().splitlines()
+    assert "ARG CUDA=13\n" in dockerfile and 'constraints="/opt/requirements-cuda${CUDA}.txt"' in dockerfile
+    assert {f"!requirements-cuda{line}.txt" for line in (12, 13)} <= set((ROOT / ".dockerignore").read_text().splitlines())
 
 
 def test_predict_knows_the_driver_floor_of_every_line():
-    lines = {int(p.stem[len("cuda"):]) for p in (ROOT / "constraints").glob("cuda*.txt")}
+    lines = {int(p.stem[len("requirements-cuda"):]) for p in ROOT.glob("requirements-cuda*.txt")}
     assert lines == set(LINES) and lines <= set(DRIVER_FLOOR)

@@ -221,3 +221,21 @@ def test_stray_localiser_pieces_are_dropped_and_organs_kept():
     organs = without_strays(labels)
     assert organs.sum() == 1000 + 125 + 100 + 1
     assert not organs[15:17, 15:17, 15:17].any()
+
+
+def test_two_stage_options_from_the_command_line():
+    import argparse
+    from app.inference.cli import add_arguments, config_from_args
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["-i", "in", "-o", "out"]
+    config = config_from_args(parser.parse_args(base + ["--roi", "--roi-margin-mm", "12", "--roi-tiles", "exact"]))
+    assert (config.roi, config.roi_margin_mm, config.roi_tiles) == (True, 12.0, "exact")
+    assert config.resolved_mode().roi is True and config.resolved_mode().name == "accurate"
+    fast = config_from_args(parser.parse_args(base + ["--mode", "fast"]))
+    assert fast.roi is None and fast.resolved_mode().roi is True
+    assert config_from_args(parser.parse_args(base + ["--mode", "fast", "--no-roi"])).resolved_mode().roi is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--roi", "--no-roi"])
+    with pytest.raises(ValueError, match="margin"):
+        config_from_args(parser.parse_args(base + ["--roi-margin-mm", "-1"])).resolved_mode()

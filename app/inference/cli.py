@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi.add_argument("--no-roi", dest="roi", action="store_false", help="the folds run on the whole volume")
     parser.add_argument("--roi-margin-mm", type=float, default=ROI_MARGIN_MM,
                         help="margin around the localiser's organs, in mm (default %(default)s)")
+    parser.add_argument("--roi-tiles", choices=("fewest", "exact"), default="fewest",
+                        help="two-stage tiles per axis: the fewer of nnU-Net's own reaching the region and new ones "
+                             "over it (default), or nnU-Net's own only (the region's masks equal whole-volume ones)")
     parser.add_argument("--preprocess", choices=("auto", "device", "host"), default="auto",
                         help="where resampling and normalisation run: device (torch, where the network "
                              "runs), host (numpy); auto: the device (faster on the CPU in bench/stages.py's "
@@ -65,7 +68,7 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         overwrite=args.overwrite, progress=not args.quiet,
         preview_dir=args.preview, shard=args.shard, preprocess_on=args.preprocess,
         paired_organs=not args.stock_postprocessing, output_format=args.output_format,
-        roi=args.roi, roi_margin_mm=args.roi_margin_mm,
+        roi=args.roi, roi_margin_mm=args.roi_margin_mm, roi_tiles=args.roi_tiles,
     )
 
 

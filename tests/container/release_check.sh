@@ -15,8 +15,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tests/container"
-# shellcheck source=../../container/lib.sh
-. "$ROOT/container/lib.sh"
+# shellcheck source=lib.sh
+. "$ROOT/tests/container/lib.sh"
 RELEASE=${IMAGE:-team:latest}
 TEST_IMAGE=${FLARE_TEST_IMAGE:-localhost/flare21-test:latest}
 ROUNDS=${ROUNDS:-1}

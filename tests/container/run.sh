@@ -5,7 +5,7 @@
 # The base image is a Debian bookworm root file system (python3 3.11) made with debootstrap;
 # the build installs from a local wheelhouse (pip download of requirements.txt, the CPU torch
 # wheel), so it needs no network. Both, and the image store with its layer cache, are kept
-# outside the clone and reused by later runs (container/lib.sh: FLARE_CONTAINER_CACHE,
+# outside the clone and reused by later runs (tests/container/lib.sh: FLARE_CONTAINER_CACHE,
 # FLARE_STORAGE_DRIVER, DEBIAN_MIRROR). Also:
 #   FLARE_TEST_IMAGE       image name (default localhost/flare21-test:latest)
 #   KEEP_WORK=1            keep the scratch folder with the inputs and outputs
@@ -20,8 +20,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tests/container"
 IMAGE=${FLARE_TEST_IMAGE:-localhost/flare21-test:latest}
-# shellcheck source=../../container/lib.sh
-. "$ROOT/container/lib.sh"
+# shellcheck source=lib.sh
+. "$ROOT/tests/container/lib.sh"
 
 cleanup() {
     if [ -n "${WORK:-}" ] && [ "${KEEP_WORK:-0}" != 1 ]; then
@@ -47,7 +47,7 @@ ok "hadolint Dockerfile"
 # one. Source-only packages are turned into wheels here, so the offline build needs no build
 # back-end.
 step "wheelhouse"
-CONSTRAINTS="$ROOT/constraints/cuda13.txt"
+CONSTRAINTS="$ROOT/requirements-cuda13.txt"
 REQ_KEY=$(cat "$ROOT/requirements.txt" "$CONSTRAINTS" | sha256sum | cut -c1-16)
 WHEELHOUSE="$CACHE/wheelhouse-$REQ_KEY"
 if [ -f "$WHEELHOUSE/.complete" ]; then
@@ -98,7 +98,7 @@ chmod a+r "$WORK/synth2_0000.nii.gz"
 
 fingerprint() { (cd "$1" && find . -printf '%p %s %T@ %m\n' | sort && find . -type f -exec sha256sum {} + | sort); }
 
-# run_case NAME INPUTS OUTPUTS [buildah run options...]: container/lib.sh's run_predict, which
+# run_case NAME INPUTS OUTPUTS [buildah run options...]: tests/container/lib.sh's run_predict, which
 # sets CONTAINER_CHANGED; a failed run fails the test.
 run_case() {
     local name=$1 in=$2 out=$3

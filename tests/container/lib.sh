@@ -1,4 +1,4 @@
-# Shared by `make image` (container/image.sh) and `make test-container` (tests/container/run.sh):
+# Shared by `make image` (tests/container/image.sh) and `make test-container` (tests/container/run.sh):
 # building and running the Dockerfile without a Docker engine, with podman (build, chroot
 # isolation) and buildah (run), in an image store of the project's own. Source it after setting
 # ROOT; bash only.

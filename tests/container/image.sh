@@ -3,10 +3,10 @@
 # package index, as the organisers' contract has it:
 #   docker build -t team:latest .
 # where a Docker engine answers; else the same Dockerfile through podman (chroot isolation) in
-# container/lib.sh's image store, on its debootstrap Debian bookworm base (these machines reach
+# tests/container/lib.sh's image store, on its debootstrap Debian bookworm base (these machines reach
 # no container registry, so the Dockerfile's default base cannot be pulled here).
 #   IMAGE       image name (default team:latest; podman stores it as localhost/team:latest)
-#   CUDA        the CUDA line: 13 (default) or 12 (constraints/cuda<line>.txt)
+#   CUDA        the CUDA line: 13 (default) or 12 (requirements-cuda<line>.txt)
 #   BASE_IMAGE  podman only: the base (default: the local debootstrap base; set it to the
 #               Dockerfile's default where a registry is reachable)
 #   ENGINE      docker or podman (default: docker where `docker info` answers, else podman)
@@ -16,14 +16,14 @@
 # installed size of the largest packages in the venv.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=lib.sh
-. "$ROOT/container/lib.sh"
+. "$ROOT/tests/container/lib.sh"
 IMAGE=${IMAGE:-team:latest}
 CUDA=${CUDA:-13}
 REPORT=0
 [ "${1:-}" = --report ] && REPORT=1
-[ -f "$ROOT/constraints/cuda$CUDA.txt" ] || fail "CUDA=$CUDA: no constraints/cuda$CUDA.txt (use 13 or 12)"
+[ -f "$ROOT/requirements-cuda$CUDA.txt" ] || fail "CUDA=$CUDA: no requirements-cuda$CUDA.txt (use 13 or 12)"
 
 # The installed size of the largest packages in the image's venv. podman run fails on some
 # machines (setrlimit): with podman, buildah mounts the image instead.
