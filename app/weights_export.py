@@ -160,6 +160,21 @@ def add_localiser(model_dir: Path, out_dir: Path, record: dict | None = None) ->
     return out_dir
 
 
+def copy_localiser(source: Path, out_dir: Path) -> Path:
+    """The localiser of one exported weights folder added to another (benches pair the demo
+    weights' localiser with other folds); MANIFEST.json lists it with its hashes."""
+    import shutil
+
+    source, out_dir = Path(source), Path(out_dir)
+    for name in LOCALISER_FILES:
+        shutil.copy(source / name, out_dir / name)
+    manifest = json.loads((out_dir / "MANIFEST.json").read_text())
+    files = {**manifest.pop("files"), **{name: sha256_of(out_dir / name) for name in LOCALISER_FILES}}
+    manifest["localiser"] = {"copied_from": str(source)}
+    _write_json(out_dir / "MANIFEST.json", {**manifest, "files": files})
+    return out_dir
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", type=Path, help="nnU-Net v1 model folder (plans.pkl, fold_N/, postprocessing.json)")
     parser.add_argument("--out", type=Path, required=True, help="weights folder to write")

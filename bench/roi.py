@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,7 +28,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from app.inference.orientation import reorient
+from app.oracle import random_v1_model
 from bench import inputs
+from bench.run import dice_of_arrays
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("liver", "abdomen", "abdomen_pelvis", "chest_abdomen_pelvis")
@@ -82,29 +83,24 @@ def make_cases(folder: Path, seed: int) -> list[str]:
     return names
 
 
+def flare_plans_with(features: int) -> dict:
+    from bench.gpu import flare_plans
+    plans = flare_plans(tiny=False)
+    plans["base_num_features"] = features
+    return plans
+
+
 def flare_weights(folder: Path, demo: Path, features: int) -> Path:
     """The FLARE21 plan's geometry with random weights, and the demo weights' localiser beside it."""
-    from app.inference.weights import LOCALISER_PLANS, LOCALISER_STATE, sha256_of
-    from app.oracle import random_v1_model, tiny_v1_plans
-    from app.weights_export import export_model_folder
-    from bench.gpu import FLARE_CONVS, FLARE_POOLS
+    from app.weights_export import copy_localiser, export_model_folder
 
     out = folder / f"flare_plan_{features}"
-    if (out / "MANIFEST.json").exists():
-        return out
-    plans = tiny_v1_plans((2.5, 0.8, 0.8), (80, 192, 160), features, 5)
-    plans["plans_per_stage"][0]["pool_op_kernel_sizes"] = FLARE_POOLS
-    plans["plans_per_stage"][0]["conv_kernel_sizes"] = FLARE_CONVS
-    with tempfile.TemporaryDirectory() as tmp:
-        model = random_v1_model(Path(tmp) / "model", plans, folds=(0, 1))
-        orientation = json.loads((demo / "plans.json").read_text()).get("training_orientation")
-        export_model_folder(model, out, training_orientation=orientation)
-    manifest = json.loads((out / "MANIFEST.json").read_text())
-    for name in (LOCALISER_PLANS, LOCALISER_STATE):
-        shutil.copy(demo / name, out / name)
-        manifest["files"][name] = sha256_of(out / name)
-    (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
-    return out
+    if not (out / "MANIFEST.json").exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            model = random_v1_model(Path(tmp) / "model", flare_plans_with(features), folds=(0, 1))
+            orientation = json.loads((demo / "plans.json").read_text()).get("training_orientation")
+            export_model_folder(model, out, training_orientation=orientation)
+    return copy_localiser(demo, out)   # every run: the demo weights' localiser as it is now
 
 
 def run_case(predictor, image: sitk.Image) -> dict:
@@ -122,15 +118,6 @@ def region_recall(labels: sitk.Image, roi: dict, orientation: str | None) -> flo
         return 1.0   # whole volume: every voxel is computed
     inside = reference[tuple(slice(a, b) for a, b in roi["output_box"])].sum()
     return float(inside / max(1, reference.sum()))
-
-
-def dice_per_organ(a: np.ndarray, b: np.ndarray) -> dict[int, float]:
-    scores = {}
-    for label in (1, 2, 3, 4):
-        x, y = a == label, b == label
-        total = int(x.sum() + y.sum())
-        scores[label] = 1.0 if total == 0 else round(2 * int((x & y).sum()) / total, 4)
-    return scores
 
 
 def main(argv=None) -> int:
@@ -162,7 +149,7 @@ def main(argv=None) -> int:
         runs = {key: run_case(p, image) for key, p in predictors.items()}
         whole, two = runs["flare", False], runs["flare", True]
         recall = min(region_recall(labels, runs[net, True]["roi"], orientation) for net in ("flare", "demo"))
-        dice = dice_per_organ(runs["demo", True]["mask"], runs["demo", False]["mask"])
+        dice = dice_of_arrays(runs["demo", True]["mask"], runs["demo", False]["mask"])
         row = {"case": name, "shape_xyz": list(image.GetSize()), "region_fraction": two["roi"].get("region_fraction"),
                "fallback": two["roi"].get("fallback"), "passes_whole": whole["passes"], "passes_two": two["passes"],
                "s_whole": round(whole["seconds"], 2), "s_two": round(two["seconds"], 2),

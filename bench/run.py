@@ -59,7 +59,11 @@ def ours(input_dir: Path, output_dir: Path, weights: Path, extra: list[str], log
 
 
 def dice(a: Path, b: Path) -> dict[int, float]:
-    x, y = (sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b))
+    return dice_of_arrays(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b)))
+
+
+def dice_of_arrays(x, y) -> dict[int, float]:
+    """Dice per organ label between two masks; 1.0 where both lack the label."""
     out = {}
     for label in (1, 2, 3, 4):
         p, q = x == label, y == label

@@ -97,65 +97,7 @@ def _axis_layout(start: int, stop: int, n: int, patch: int, step_size: float,
 
 
 def _at_least(start: int, stop: int, size: int, n: int) -> slice:
-    missing = size - (stop - start)
-    if missing > 0:
-        start = min(max(0, start - missing // 2), n - size)
-        stop = start + size
-    return slice(start, stop)
-
-
-def whole(self) -> bool:
-        return self.fraction >= 1.0
-
-
-def organ_bounds(organs: np.ndarray) -> list[tuple[int, int]] | None:
-    """Per axis, the first and last index holding an organ voxel; None when there is none."""
-    if not organs.any():
-        return None
-    bounds = []
-    for axis in range(organs.ndim):
-        hits = np.flatnonzero(organs.any(axis=tuple(a for a in range(organs.ndim) if a != axis)))
-        bounds.append((int(hits[0]), int(hits[-1])))
-    return bounds
-
-
-def crop_box_of_organs(bounds: Sequence[tuple[int, int]], localiser_shape: Sequence[int],
-                       crop_shape: Sequence[int], crop_spacing: Sequence[float],
-                       margin_mm: float) -> tuple[tuple[slice, ...], list[int]]:
-    """The organs' extent plus `margin_mm` on each side, in crop voxels (z, y, x), clipped to the
-    crop; and the axes along which the organs touch the field's edge. Along those axes the box
-    spans the whole axis: organs cut off by the field are where a localiser errs most."""
-    box, touching = [], []
-    for axis, ((first, last), n_loc, n_crop, spacing) in enumerate(
-            zip(bounds, localiser_shape, crop_shape, crop_spacing)):
-        if first == 0 or last == n_loc - 1:
-            touching.append(axis)
-            box.append(slice(0, n_crop))
-            continue
-        scale, margin = n_crop / n_loc, margin_mm / spacing
-        start = max(0, math.floor(first * scale - margin))
-        stop = min(n_crop, math.ceil((last + 1) * scale + margin))
-        box.append(slice(start, stop))
-    return tuple(box), touching
-
-
-def network_box(crop_box: Sequence[slice], crop_shape: Sequence[int], grid_shape: Sequence[int],
-                transpose_forward: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
-    """A crop-voxel box (z, y, x) on the network grid (its axis order), grown to at least one patch
-    per axis where the grid allows, since a tile is never smaller than the patch."""
-    box = []
-    for axis, (n_grid, p) in enumerate(zip(grid_shape, patch)):
-        source = transpose_forward[axis]
-        scale = n_grid / crop_shape[source]
-        start = max(0, math.floor(crop_box[source].start * scale))
-        stop = min(n_grid, math.ceil(crop_box[source].stop * scale))
-        box.append(_at_least(start, stop, p, n_grid))
-    return tuple(box)
-
-
-def _at_least(start: int, stop: int, size: int, n: int) -> slice:
-    if n <= size:
-        return slice(0, n)
+    """[start, stop) grown around its centre to `size` (n > size), shifted to stay inside [0, n)."""
     missing = size - (stop - start)
     if missing > 0:
         start = min(max(0, start - missing // 2), n - size)
