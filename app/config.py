@@ -16,13 +16,16 @@ class Mode:
     max_folds: int | None  # None: every fold in the weights folder
     cpu_bf16: bool = False  # bfloat16 autocast on the CPU (about 2x faster there, not bit-faithful)
     roi: bool = False       # two stages where the weights have a localiser: the folds run on the organs' region
+    # two-stage tiles: "exact" keeps nnU-Net's own tiles that reach the region, so masks there equal
+    # whole-volume ones; "fewest" takes new tiles over the region where they are fewer (app.inference.region)
+    roi_tiles: str = "exact"
 
 
 MODES: dict[str, Mode] = {
     # nnU-Net's own inference: every fold, every flip, half-patch step.
     "accurate": Mode("accurate", tta=True, step_size=0.5, max_folds=None),
     # Measured in bench/: see BENCHMARKS.md for its agreement with accurate.
-    "fast": Mode("fast", tta=False, step_size=0.7, max_folds=2, cpu_bf16=True, roi=True),
+    "fast": Mode("fast", tta=False, step_size=0.7, max_folds=2, cpu_bf16=True, roi=True, roi_tiles="fewest"),
 }
 
 # The localiser's organ box grows by this much on every side before the folds run in it: it covers
@@ -58,9 +61,7 @@ class PredictConfig:
     output_format: str = "nifti"           # one of OUTPUT_FORMATS
     roi: bool | None = None                # two-stage prediction; None: the mode decides (fast: on)
     roi_margin_mm: float = ROI_MARGIN_MM
-    # fewest: per axis the fewer of the whole volume's tiles reaching the region and new tiles over it;
-    # exact: the whole volume's tiles only, so the region's mask equals whole-volume prediction's
-    roi_tiles: str = "fewest"
+    roi_tiles: str | None = None           # fewest | exact; None: the mode decides (Mode.roi_tiles)
 
     def writes_nifti(self) -> bool:
         return self.output_format in ("nifti", "both")
@@ -79,8 +80,10 @@ class PredictConfig:
             mode = replace(mode, tta=self.tta)
         if self.roi is not None:
             mode = replace(mode, roi=self.roi)
-        if self.roi_tiles not in ("fewest", "exact"):
-            raise ValueError(f"unknown region tiling {self.roi_tiles!r}; choose fewest or exact")
+        if self.roi_tiles is not None:
+            if self.roi_tiles not in ("fewest", "exact"):
+                raise ValueError(f"unknown region tiling {self.roi_tiles!r}; choose fewest or exact")
+            mode = replace(mode, roi_tiles=self.roi_tiles)
         if self.roi_margin_mm < 0:
             raise ValueError(f"the region's margin must be >= 0 mm, got {self.roi_margin_mm}")
         if self.step_size is not None:

@@ -1,13 +1,15 @@
 """Two-stage prediction against whole-volume prediction, side by side in one run, on the CPU.
 
-    python -m bench.roi [--work build/roi] [--features 8]
+    python -m bench.roi [--work build/roi] [--features 8] [--tiles fewest|exact] [--margin-mm MM]
+    python -m bench.roi --agreement-mode accurate --no-timing     # accurate mode with --roi
 
 Cases: the bundled real CT resampled to a FLARE-like grid (0.8 x 0.8 x 2.5 mm), and one full-size
 lesion-bearing phantom (unseen seed) of each field of view: cropped around the liver, abdomen,
 abdomen and pelvis, chest to pelvis. Networks, all in fast mode:
 - the localiser of the demo weights (stage one of every two-stage run);
 - the FLARE21 plan's geometry (patch 80 x 192 x 160 at 2.5 x 0.8 x 0.8 mm, 5 poolings) with random
-  weights, for time and network passes only. `--features 32` is the FLARE21 network itself
+  weights, for time and network passes only, without postprocessing (the components of a random
+  network's masks are noise, which would time nothing a real case costs). `--features 32` is the FLARE21 network itself
   (about 7 s per pass here); the default 8 base features keeps the bench near a quarter of an hour,
   and understates the time ratio, since the network is then a smaller share of each run;
 - the demo folds, for agreement: Dice per organ of two-stage against whole-volume masks.
@@ -94,10 +96,12 @@ def flare_weights(folder: Path, demo: Path, features: int) -> Path:
     """The FLARE21 plan's geometry with random weights, and the demo weights' localiser beside it."""
     from app.weights_export import copy_localiser, export_model_folder
 
-    out = folder / f"flare_plan_{features}"
+    out = folder / f"flare_plan_{features}_features"
     if not (out / "MANIFEST.json").exists():
         with tempfile.TemporaryDirectory() as tmp:
-            model = random_v1_model(Path(tmp) / "model", flare_plans_with(features), folds=(0, 1))
+            # no component rule: random weights' masks are noise, whose components time nothing real
+            model = random_v1_model(Path(tmp) / "model", flare_plans_with(features), folds=(0, 1),
+                                    largest_component_labels=())
             orientation = json.loads((demo / "plans.json").read_text()).get("training_orientation")
             export_model_folder(model, out, training_orientation=orientation)
     return copy_localiser(demo, out)   # every run: the demo weights' localiser as it is now
@@ -127,8 +131,13 @@ def main(argv=None) -> int:
     parser.add_argument("--features", type=int, default=8, help="base features of the FLARE21-plan network")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--cases", nargs="*", help="only these cases (names as printed)")
-    parser.add_argument("--tiles", choices=("fewest", "exact"), default="fewest", help="two-stage tiling (README)")
+    parser.add_argument("--tiles", choices=("fewest", "exact"), default=None,
+                        help="two-stage tiling (README; default: the mode's)")
     parser.add_argument("--margin-mm", type=float, default=None, help="region margin (default: predict's)")
+    parser.add_argument("--agreement-mode", choices=("fast", "accurate"), default="fast",
+                        help="mode of the demo folds' runs (accurate: --roi against accurate mode's whole volume)")
+    parser.add_argument("--no-timing", action="store_true",
+                        help="no FLARE21-plan runs: passes and seconds are the demo folds' own")
     args = parser.parse_args(argv)
     from app.inference.predictor import Predictor
     import torch
@@ -136,19 +145,24 @@ def main(argv=None) -> int:
 
     names = make_cases(args.work / "cases", args.seed)
     names = [n for n in names if not args.cases or n in args.cases]
-    flare = flare_weights(args.work, args.weights, args.features)
     options = {"roi_tiles": args.tiles, **({} if args.margin_mm is None else {"roi_margin_mm": args.margin_mm})}
-    predictors = {(net, roi): Predictor.from_weights(weights, device="cpu", mode="fast", roi=roi, progress=False,
-                                                     **options)
-                  for net, weights in (("flare", flare), ("demo", args.weights)) for roi in (False, True)}
+    if args.tiles is None:
+        args.tiles = "mode"
+    networks = [("demo", args.weights, args.agreement_mode, True)]
+    if not args.no_timing:
+        networks.append(("flare", flare_weights(args.work, args.weights, args.features), "fast", False))
+    predictors = {(net, roi): Predictor.from_weights(weights, device="cpu", mode=mode, roi=roi, progress=False,
+                                                     paired_organs=paired, **options)
+                  for net, weights, mode, paired in networks for roi in (False, True)}
+    timed = "demo" if args.no_timing else "flare"
     orientation = predictors["demo", True].plan.training_orientation
     rows, totals = [], {"passes_whole": 0, "passes_two": 0, "s_whole": 0.0, "s_two": 0.0}
     for name in names:
         image = sitk.ReadImage(str(args.work / "cases" / f"{name}_ct.nii.gz"))
         labels = sitk.ReadImage(str(args.work / "cases" / f"{name}_labels.nii.gz"))
         runs = {key: run_case(p, image) for key, p in predictors.items()}
-        whole, two = runs["flare", False], runs["flare", True]
-        recall = min(region_recall(labels, runs[net, True]["roi"], orientation) for net in ("flare", "demo"))
+        whole, two = runs[timed, False], runs[timed, True]
+        recall = min(region_recall(labels, runs[net, True]["roi"], orientation) for net, *_ in networks)
         dice = dice_of_arrays(runs["demo", True]["mask"], runs["demo", False]["mask"])
         row = {"case": name, "shape_xyz": list(image.GetSize()), "region_fraction": two["roi"].get("region_fraction"),
                "fallback": two["roi"].get("fallback"), "passes_whole": whole["passes"], "passes_two": two["passes"],
@@ -160,8 +174,9 @@ def main(argv=None) -> int:
             totals[key] += row[key]
         print(json.dumps(row), flush=True)
     _print_table(rows)
-    (args.work / f"roi_results_{args.tiles}.json").write_text(
-        json.dumps({"rows": rows, "features": args.features, **options}, indent=1))
+    (args.work / f"roi_results_{args.tiles}_{args.agreement_mode}.json").write_text(
+        json.dumps({"rows": rows, "features": None if args.no_timing else args.features,
+                    "agreement_mode": args.agreement_mode, **options}, indent=1))
     passes_ratio = totals["passes_whole"] / max(1, totals["passes_two"])
     time_ratio = totals["s_whole"] / max(1e-9, totals["s_two"])
     recall = min(r["region_recall"] for r in rows)

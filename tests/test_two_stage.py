@@ -234,6 +234,9 @@ def test_two_stage_options_from_the_command_line():
     assert config.resolved_mode().roi is True and config.resolved_mode().name == "accurate"
     fast = config_from_args(parser.parse_args(base + ["--mode", "fast"]))
     assert fast.roi is None and fast.resolved_mode().roi is True
+    # the tiling each mode takes: accurate keeps nnU-Net's own tiles, fast the fewest
+    assert fast.resolved_mode().roi_tiles == "fewest"
+    assert config_from_args(parser.parse_args(base + ["--roi"])).resolved_mode().roi_tiles == "exact"
     assert config_from_args(parser.parse_args(base + ["--mode", "fast", "--no-roi"])).resolved_mode().roi is False
     with pytest.raises(SystemExit):
         parser.parse_args(base + ["--roi", "--no-roi"])

@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi.add_argument("--no-roi", dest="roi", action="store_false", help="the folds run on the whole volume")
     parser.add_argument("--roi-margin-mm", type=float, default=ROI_MARGIN_MM,
                         help="margin around the localiser's organs, in mm (default %(default)s)")
-    parser.add_argument("--roi-tiles", choices=("fewest", "exact"), default="fewest",
-                        help="two-stage tiles per axis: the fewer of nnU-Net's own reaching the region and new ones "
-                             "over it (default), or nnU-Net's own only (the region's masks equal whole-volume ones)")
+    parser.add_argument("--roi-tiles", choices=("fewest", "exact"), default=None,
+                        help="two-stage tiles per axis: exact, nnU-Net's own that reach the region (its masks equal "
+                             "whole-volume ones; accurate mode's default), or fewest, new ones over the region where "
+                             "they are fewer (fast mode's default)")
     parser.add_argument("--preprocess", choices=("auto", "device", "host"), default="auto",
                         help="where resampling and normalisation run: device (torch, where the network "
                              "runs), host (numpy); auto: the device (faster on the CPU in bench/stages.py's "

@@ -181,7 +181,7 @@ class Predictor:
         start = timer.seconds.get("localiser", 0.0)
         with timer.stage("localiser"):
             region = self.localiser.region(volume, spacing, case, self.plan, self.config.roi_margin_mm,
-                                           self.mode.step_size, self.config.roi_tiles == "exact")
+                                           self.mode.step_size, self.mode.roi_tiles == "exact")
         self.last_roi = {"localiser_s": round(timer.seconds["localiser"] - start, 4),
                          "region_fraction": round(region.fraction, 4), "fallback": region.fallback,
                          "region_box": [[int(s.start), int(s.stop)] for s in region.box]}
