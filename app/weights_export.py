@@ -18,6 +18,7 @@ from app.inference.weights import FORMAT_VERSION, sha256_of
 from app.labels import LABELS
 
 CHECKPOINT = "model_final_checkpoint.model"
+LOCALISER_FILES = ("localiser_plans.json", "localiser.safetensors")
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
 
@@ -93,6 +94,8 @@ def export_model_folder(model_dir: Path, out_dir: Path, manifest_extra: dict | N
         plans = pickle.load(handle)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    for stale in LOCALISER_FILES:   # a localiser belongs to the folds it was exported with
+        (out_dir / stale).unlink(missing_ok=True)
     _write_json(out_dir / "plans.json", plans_to_json(plans, training_orientation=training_orientation))
     pp_file = model_dir / "postprocessing.json"
     postprocessing = json.loads(pp_file.read_text()) if pp_file.is_file() else {"for_which_classes": []}
@@ -125,9 +128,6 @@ def update_manifest(out_dir: Path, extra: dict) -> None:
     manifest = json.loads(path.read_text())
     files = manifest.pop("files")
     _write_json(path, {**manifest, **extra, "files": files})
-
-
-LOCALISER_FILES = ("localiser_plans.json", "localiser.safetensors")
 
 
 def add_localiser(model_dir: Path, out_dir: Path, record: dict | None = None) -> Path:

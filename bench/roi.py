@@ -168,7 +168,8 @@ def main(argv=None) -> int:
                "fallback": two["roi"].get("fallback"), "passes_whole": whole["passes"], "passes_two": two["passes"],
                "s_whole": round(whole["seconds"], 2), "s_two": round(two["seconds"], 2),
                "localiser_s": two["stages"].get("localiser"), "stages_whole": whole["stages"],
-               "stages_two": two["stages"], "region_recall": round(recall, 5), "dice_vs_full": dice}
+               "stages_two": two["stages"], "region_recall": round(recall, 5), "dice_vs_full": dice,
+               "voxels_differing": int((runs["demo", True]["mask"] != runs["demo", False]["mask"]).sum())}
         rows.append(row)
         for key in totals:
             totals[key] += row[key]
@@ -194,7 +195,7 @@ def _print_table(rows: list[dict]) -> None:
         print(f"{r['case']:<30}{size:>16}{r['region_fraction'] or 1.0:>8.2f}"
               f"{r['passes_whole']:>6}/{r['passes_two']:<5}{r['s_whole']:>7.1f}/{r['s_two']:<7.1f}"
               f"{r['localiser_s'] or 0:>10.2f}{r['region_recall']:>8.4f}  "
-              + " ".join(f"{v:.4f}" for v in r["dice_vs_full"].values()))
+              + " ".join(f"{v:.4f}" for v in r["dice_vs_full"].values()) + f"  ({r['voxels_differing']} voxels differ)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 
 from app.inference.region import crop_box_of_organs, network_window, organ_bounds, region_from_organs
 from app.inference.resample import resample_argmax
-from app.inference.resample_window import axis_taps, resample_window_argmax
+from app.inference.resample_window import resample_window_argmax
 from app.inference.sliding_window import tile_starts
 from tests.conftest import REAL_CT, REAL_LABELS, ROOT
 
@@ -50,29 +50,36 @@ def test_organs_touching_the_field_edge_take_the_whole_axis():
     organs = _organs((10, 10, 10), (slice(0, 3), slice(4, 6), slice(4, 6)))
     region = region_from_organs(organs, (100,) * 3, (1.0,) * 3, (100,) * 3, (0, 1, 2), (8,) * 3, 5.0, 0.5)
     assert region.box[0] == slice(0, 100)
-    assert region.box[1] == slice(35, 65) and region.starts[1] == tuple(tile_starts([8], [30], 0.5)[0])
+    # crop [35, 65) is grid [35, 65), plus one voxel on each side
+    assert region.box[1] == slice(34, 66) and region.starts[1] == tuple(tile_starts([8], [32], 0.5)[0])
     assert "axes z" in region.fallback and not region.whole
 
 
 def test_network_window_follows_the_transpose_and_takes_the_fewer_tiles():
     crop_box = (slice(40, 60), slice(10, 20), slice(0, 100))           # z, y, x in crop voxels
-    # network axes are (x, z, y) of the crop, at half the voxels; patch 20, 8, 16; step 0.5
-    window, starts = network_window(crop_box, (100, 100, 100), (50, 50, 50), (2, 0, 1), (20, 8, 16), 0.5)
+    # network axes are (x, z, y) of the crop, at half the voxels; patch 20, 8, 16; step 0.5; the
+    # box gets one grid voxel more on each side (an edge row interpolates from its neighbour)
+    window, starts, inside = network_window(crop_box, (100, 100, 100), (50, 50, 50), (2, 0, 1), (20, 8, 16), 0.5)
     assert window[0] == slice(0, 50) and starts[0] == (0, 10, 20, 30)   # x: the whole axis, v1's own tiles
-    assert window[1] == slice(20, 30) and starts[1] == (0, 2)           # z: 2 new tiles, not v1's 4 reaching in
-    assert window[2] == slice(0, 16) and starts[2] == (0,)              # y: [5, 10) grown to one patch, kept inside
+    assert window[1] == slice(19, 31) and starts[1] == (0, 4)           # z: 2 new tiles, not v1's 4 reaching in
+    assert window[2] == slice(0, 16) and starts[2] == (0,)              # y: [4, 11) grown to one patch, kept inside
+    assert inside == window                                             # new tiles are all that cover their window
     # a grid smaller than the patch: one padded tile, as for the whole volume
     assert network_window(crop_box, (100,) * 3, (10, 50, 50), (0, 1, 2), (16, 8, 8), 0.5)[0][0] == slice(0, 10)
 
 
-@pytest.mark.parametrize("box, expected", [
-    ((5, 95), (slice(0, 100), (0, 20, 40, 60))),       # new tiles save none: v1's own layout, exactly
-    ((45, 55), (slice(30, 70), (0,))),                  # one new tile instead of the two reaching in
-    ((95, 100), (slice(60, 100), (0,))),                # grown at the end, shifted inwards
+@pytest.mark.parametrize("box, exact, expected", [
+    ((5, 95), False, (slice(0, 100), (0, 20, 40, 60), slice(0, 100))),   # new tiles save none: v1's own
+    ((45, 55), False, (slice(30, 70), (0,), slice(30, 70))),             # one new tile, not the two reaching in
+    ((95, 100), False, (slice(60, 100), (0,), slice(80, 100))),          # v1's last tile; [60, 80) is also
+                                                                          # v1's third tile's, left out
+    ((45, 55), True, (slice(20, 80), (0, 20), slice(40, 60))),           # exact: v1's two tiles reaching in
 ])
-def test_axis_layout(box, expected):
+def test_axis_layout(box, exact, expected):
     from app.inference.region import _axis_layout
-    assert _axis_layout(*box, 100, 40, 0.5) == expected
+    window, starts, inside = _axis_layout(*box, 100, 40, 0.5, exact)
+    assert (window, starts, inside) == expected
+    assert inside.start <= box[0] and box[1] <= inside.stop   # the box is always exported
 
 
 def test_v1_tiles_reaching_the_box_give_its_voxels_whole_volume_probabilities(tiny_weights):
@@ -111,18 +118,21 @@ def _probabilities(shape, seed):
 
 @pytest.mark.parametrize("shape_in, shape_out, separate", [
     ((20, 30, 28), (37, 45, 50), None), ((20, 30, 28), (50, 33, 21), 0), ((12, 30, 28), (12, 30, 28), None),
-    ((20, 30, 28), (31, 45, 50), 2)])
+    ((20, 30, 28), (31, 45, 50), 2), ((20, 30, 28), (31, 45, 50), 1)])
 def test_windowed_export_equals_the_whole_export_inside_its_rows(shape_in, shape_out, separate):
     probs = _probabilities(shape_in, seed=sum(shape_out))
     whole = resample_argmax(probs, shape_out, separate)
-    taps = [axis_taps(n, m, slice(0, n), separate == a) for a, (n, m) in enumerate(zip(shape_in, shape_out))]
-    assert np.array_equal(resample_window_argmax(probs, taps), whole)
-    box = (slice(3, 15), slice(5, 27), slice(2, 20))
-    taps = [axis_taps(n, m, b, separate == a) for a, (n, m, b) in enumerate(zip(shape_in, shape_out, box))]
-    window = resample_window_argmax(probs[(slice(None), *box)].contiguous(), taps)
-    assert window.shape == tuple(t.rows.stop - t.rows.start for t in taps)
-    assert window.shape[1] > 0.6 * shape_out[1] * (22 / 30)    # nearly every row the box determines
-    assert np.array_equal(window, whole[tuple(t.rows for t in taps)])
+    full = tuple(slice(0, n) for n in shape_in)
+    labels, rows = resample_window_argmax(probs, full, shape_in, shape_out, full, separate)
+    assert np.array_equal(labels, whole) and rows == tuple(slice(0, n) for n in shape_out)
+    window = (slice(3, 15), slice(5, 27), slice(2, 20))
+    inside = (slice(4, 14), slice(5, 25), slice(3, 20))
+    labels, rows = resample_window_argmax(probs[(slice(None), *window)].contiguous(), window, shape_in, shape_out,
+                                          inside, separate)
+    assert labels.shape == tuple(r.stop - r.start for r in rows)
+    for r, b, n, m in zip(rows, inside, shape_in, shape_out):   # nearly every row the part determines
+        assert r.stop - r.start >= (b.stop - b.start - 2) * m / n - 1
+    assert np.array_equal(labels, whole[rows])     # bit for bit, near-ties included
 
 
 def _with_localiser(source: Path, target: Path) -> Path:
@@ -163,24 +173,71 @@ def test_a_localiser_listed_alone_is_refused(tiny_weights, tmp_path):
         load_weights(weights)
 
 
-def test_two_stage_log_and_fallback_with_a_localiser_that_finds_nothing(tiny_weights, tmp_path):
-    """Random weights find no organ: the whole volume is used, and the log says why."""
+def _finding(predictor, box=None):
+    """Make the predictor's localiser find exactly `box` (localiser-grid slices) or nothing."""
+    from app.inference.localiser import Found
+    find = predictor.localiser.find
+
+    def fixed(volume, spacing):
+        found = find(volume, spacing)
+        organs = np.zeros_like(found.organs)
+        if box is not None:
+            organs[box] = True
+        return Found(organs, found.bbox)
+    predictor.localiser.find = fixed
+
+
+def test_a_localiser_that_finds_nothing_falls_back_to_the_whole_volume(tiny_weights, tmp_path, monkeypatch):
     from app.config import PredictConfig
+    from app.inference.localiser import LocaliserStage
     from app.inference.runner import run_predict
     from tests.conftest import synthetic_ct
     weights = _with_localiser(tiny_weights, tmp_path / "w")
     (tmp_path / "in").mkdir()
     sitk.WriteImage(synthetic_ct(), str(tmp_path / "in" / "case_0000.nii.gz"))
+    original = LocaliserStage.find
+    monkeypatch.setattr(LocaliserStage, "find", lambda self, volume, spacing: _nothing(original(self, volume, spacing)))
     code = run_predict(PredictConfig(weights_dir=weights, device="cpu", mode="fast", progress=False),
                        tmp_path / "in", tmp_path / "out")
     assert code == 0
     record = json.loads((tmp_path / "out" / "predict_log.jsonl").read_text().splitlines()[-1])
-    assert record["two_stage"] is True
+    assert record["two_stage"] is True and "localiser" in record["stages"]
     roi = record["roi"]
-    assert roi["localiser_s"] > 0 and "localiser" in record["stages"]
-    assert set(roi) >= {"region_fraction", "fallback", "network_passes_whole_volume", "network_passes_saved"}
-    if roi["fallback"] and "no organ" in roi["fallback"]:
-        assert roi["region_fraction"] == 1.0 and roi["network_passes_saved"] == 0
+    assert roi["localiser_s"] > 0 and "no organ" in roi["fallback"]
+    assert roi["region_fraction"] == 1.0 and roi["network_passes_saved"] == 0
+    assert roi["network_passes_whole_volume"] == record["network_passes"] > 0
+
+
+def _nothing(found):
+    from app.inference.localiser import Found
+    return Found(np.zeros_like(found.organs), found.bbox)
+
+
+@pytest.mark.parametrize("mode", ["accurate", "fast"])
+def test_exact_tiles_give_the_whole_volume_mask_inside_the_region(tiny_weights, tmp_path, mode, monkeypatch):
+    """With nnU-Net's own tiles, the two-stage mask equals the whole-volume mask voxel for voxel
+    where it is computed, and is background elsewhere. (Compared before postprocessing: a random
+    network's components cross the region's edge, so which is largest may differ there.)"""
+    from app.inference import predictor as predictor_module
+    from app.inference.predictor import Predictor
+    from app.inference.stages import StageTimer
+    from tests.conftest import synthetic_ct
+    monkeypatch.setattr(predictor_module, "keep_largest_components", lambda mask, *rules: mask)
+    weights = _with_localiser(tiny_weights, tmp_path / "w")
+    image = synthetic_ct(size=(300, 280, 200), spacing=(1.1, 1.1, 3.0))   # 330 x 308 x 600 mm: 3 tiles in z
+    options = dict(device="cpu", mode=mode, folds=(0,), progress=False, roi_tiles="exact")
+    two = Predictor.from_weights(weights, roi=True, **options)
+    _finding(two, (slice(1, 4), slice(20, 30), slice(25, 35)))   # near one end of z, in the middle in-plane
+    mask_two = two.predict_array(image, StageTimer())
+    mask_whole = Predictor.from_weights(weights, roi=False, **options).predict_array(image, StageTimer())
+    roi = two.last_roi
+    assert roi["network_passes_saved"] > 0 and roi["fallback"] is None
+    box = tuple(slice(a, b) for a, b in roi["output_box"])
+    assert np.array_equal(mask_two[box], mask_whole[box])
+    outside = np.ones(mask_two.shape, bool)
+    outside[box] = False
+    assert not mask_two[outside].any()
+    assert mask_two[box].any() and mask_whole[outside].any()   # the comparison is not between empty masks
 
 
 def _dice(a, b):
@@ -215,11 +272,13 @@ def test_stray_localiser_pieces_are_dropped_and_organs_kept():
     labels = np.zeros((20, 20, 20), dtype=np.uint8)
     labels[2:12, 2:12, 2:12] = 1        # a liver of 1000 voxels
     labels[15:17, 15:17, 15:17] = 1     # a stray of 8 (under 10 %)
-    labels[2:7, 14:19, 2:7] = 2         # two kidneys of 125 and 100 voxels: both kept
-    labels[14:18, 2:7, 14:19] = 2
+    labels[2:7, 14:19, 2:7] = 2         # two kidneys of 125 and 8 voxels (an atrophic one): both kept
+    labels[16:18, 2:4, 14:16] = 2
+    labels[10, 17, 17] = 2              # a third kidney piece of 1 voxel, under 10 %: dropped
     labels[19, 0, 0] = 3                # a one-voxel spleen is that organ's largest piece: kept
     organs = without_strays(labels)
-    assert organs.sum() == 1000 + 125 + 100 + 1
+    assert organs.sum() == 1000 + 125 + 8 + 1
+    assert not organs[10, 17, 17]
     assert not organs[15:17, 15:17, 15:17].any()
 
 

@@ -7,7 +7,7 @@ import torch
 
 from app.inference.preprocess import Preprocessed
 from app.inference.resample import first_argmax, resample_argmax, separate_z_axis
-from app.inference.resample_window import axis_taps, resample_window_argmax
+from app.inference.resample_window import resample_window_argmax
 from app.inference.stages import StageTimer
 from app.inference.weights import Plan
 
@@ -33,22 +33,20 @@ def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan,
     return mask
 
 
-def region_probabilities_to_mask(probs: torch.Tensor, box: tuple[slice, ...], grid_shape: tuple[int, ...],
-                                 case: Preprocessed, plan: Plan, timer: StageTimer | None = None
-                                 ) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """The same export for probabilities known only inside `box` of the network grid (two-stage
-    prediction): every output voxel whose interpolation stays inside the box gets the label the
-    whole-volume export would give it from the same probabilities; all others are background.
-    Returns the mask and the crop-voxel box (z, y, x) that was computed."""
+def region_probabilities_to_mask(probs: torch.Tensor, window: tuple[slice, ...], inside: tuple[slice, ...],
+                                 grid_shape: tuple[int, ...], case: Preprocessed, plan: Plan,
+                                 timer: StageTimer | None = None) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """The same export for probabilities known only inside `window` of the network grid (two-stage
+    prediction), for the output voxels whose interpolation stays inside `inside` (part of the
+    window, network axis order): each gets the label the whole-volume export would give it from
+    the same probabilities; all others are background. Returns the mask and the crop-voxel box
+    (z, y, x) that was computed."""
     timer = timer or StageTimer()
-    probs = probs.permute(0, *[a + 1 for a in plan.transpose_backward])
-    box_zyx = [box[a] for a in plan.transpose_backward]
-    grid_zyx = [grid_shape[a] for a in plan.transpose_backward]
+    back = plan.transpose_backward
+    probs = probs.permute(0, *[a + 1 for a in back])
     axis = separate_z_axis(case.original_spacing, case.spacing_after_resampling, plan.separate_z_anisotropy_threshold)
-    taps = [axis_taps(n_in, n_out, b, nearest=axis == a)
-            for a, (n_in, n_out, b) in enumerate(zip(grid_zyx, case.cropped_shape, box_zyx))]
-    labels = resample_window_argmax(probs, taps, timer=timer)
-    rows = tuple(t.rows for t in taps)
+    labels, rows = resample_window_argmax(probs, [window[a] for a in back], [grid_shape[a] for a in back],
+                                          case.cropped_shape, [inside[a] for a in back], axis, timer=timer)
     with timer.stage("argmax"):
         mask = np.zeros(case.original_shape, dtype=np.uint8)
         mask[case.bbox][rows] = labels

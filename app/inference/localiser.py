@@ -4,17 +4,20 @@ v1-exact preprocessing, and their voxels plus a margin become the region that th
 window covers (app.inference.region)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from app.inference.device_preprocess import preprocess_on_device
 from app.inference.ensemble import SlidingWindow
 from app.inference.network import load_network
-from app.inference.preprocess import Preprocessed
+from app.inference.preprocess import Preprocessed, preprocess
 from app.inference.region import Region, region_from_organs, whole
 from app.inference.resample import first_argmax
 from app.inference.sliding_window import tiles, padding_to_patch
 from app.inference.weights import Localiser, Plan
+from app.labels import PAIRED
 
 STEP_SIZE = 0.5   # v1's default step: the localiser's tiles are cheap, its misses are not
 # A piece of an organ under this share of that organ's largest piece is taken for a stray
@@ -22,40 +25,53 @@ STEP_SIZE = 0.5   # v1's default step: the localiser's tiles are cheap, its miss
 STRAY_SHARE = 0.1
 
 
-class LocaliserStage:
-    """Loaded once with the predictor; `region` is called per case."""
+@dataclass(frozen=True)
+class Found:
+    """What the localiser found on its coarse copy of a case."""
+    organs: np.ndarray                 # bool, (z, y, x) on the localiser's grid of the cropped CT
+    bbox: tuple[slice, ...]            # the nonzero crop it was made from
 
-    def __init__(self, localiser: Localiser, device: torch.device, autocast: torch.dtype | None):
+
+class LocaliserStage:
+    """Loaded once with the predictor; `find` runs per case, before the folds' preprocessing, so
+    that its memory is released before theirs is taken."""
+
+    def __init__(self, localiser: Localiser, device: torch.device, autocast: torch.dtype | None,
+                 preprocess_on: str = "device"):
         self.plan = localiser.plan
         self.network = load_network(self.plan.network, localiser.state, device)
         self.window = SlidingWindow(self.plan.patch_size, self.plan.mirror_axes)
         self.device = device
         self.autocast = autocast
+        self.preprocess_on = preprocess_on
 
-    def organs(self, volume: np.ndarray, spacing_zyx: tuple[float, ...]) -> tuple[np.ndarray, Preprocessed]:
-        """The localiser's organ voxels, (z, y, x) on its own grid of the cropped CT."""
-        case = preprocess_on_device(volume, spacing_zyx, self.plan, self.device)
+    def find(self, volume: np.ndarray, spacing_zyx: tuple[float, ...]) -> Found:
+        """The localiser's organ voxels, without stray pieces."""
+        if self.preprocess_on == "host":
+            case = preprocess(volume, spacing_zyx, self.plan)
+        else:
+            case = preprocess_on_device(volume, spacing_zyx, self.plan, self.device)
         probs = self.window.probabilities(case.data, [self.network], self.plan.network.num_classes, tta=False,
                                           step_size=STEP_SIZE, network_batch=4, accumulate_on=self.device,
                                           autocast=self.autocast)
         labels = first_argmax(probs).permute(*self.plan.transpose_backward).contiguous()
-        return without_strays(labels.cpu().numpy()), case
+        return Found(without_strays(labels.cpu().numpy()), case.bbox)
 
-    def region(self, volume: np.ndarray, spacing_zyx: tuple[float, ...], case: Preprocessed, plan: Plan,
-               margin_mm: float, step_size: float, exact: bool = False) -> Region:
-        """The folds' region for `case` (the folds' preprocessed copy of the same CT)."""
-        grid_shape = tuple(case.data.shape)
-        organs, coarse = self.organs(volume, spacing_zyx)
-        if coarse.bbox != case.bbox:   # the same CT, the same nonzero crop: a mismatch is a bug, never a region
-            return whole(grid_shape, "the localiser's crop differs from the folds' crop")
-        crop_spacing = case.original_spacing
-        return region_from_organs(organs, case.cropped_shape, crop_spacing, grid_shape, plan.transpose_forward,
-                                  plan.patch_size, margin_mm, step_size, exact)
+
+def region_for(found: Found, case: Preprocessed, plan: Plan, margin_mm: float, step_size: float,
+               exact: bool) -> Region:
+    """The folds' region for `case` (the folds' preprocessed copy of the same CT)."""
+    grid_shape = tuple(case.data.shape)
+    if found.bbox != case.bbox:   # the same CT, the same nonzero crop: a mismatch is a bug, never a region
+        return whole(grid_shape, "the localiser's crop differs from the folds' crop")
+    return region_from_organs(found.organs, case.cropped_shape, case.original_spacing, grid_shape,
+                              plan.transpose_forward, plan.patch_size, margin_mm, step_size, exact)
 
 
 def without_strays(labels: np.ndarray, share: float = STRAY_SHARE) -> np.ndarray:
     """Organ voxels (bool) of a label map, without the pieces of each organ smaller than `share` of
-    its largest piece."""
+    its largest piece. A paired organ's largest pieces, as many as a patient has, are always kept:
+    one kidney may be far smaller than the other."""
     import cc3d
     components = cc3d.connected_components(labels, connectivity=26)
     stats = cc3d.statistics(components)
@@ -67,6 +83,7 @@ def without_strays(labels: np.ndarray, share: float = STRAY_SHARE) -> np.ndarray
         ids = np.flatnonzero(label_of == label)
         ids = ids[ids > 0]
         keep[ids] = sizes[ids] >= share * sizes[ids].max()
+        keep[ids[np.argsort(-sizes[ids])][:PAIRED.get(int(label), 1)]] = True
     return keep[components]
 
 

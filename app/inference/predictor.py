@@ -117,7 +117,8 @@ class Predictor:
                                  "(python -m app train --localiser-epochs N adds one)")
             return None
         from app.inference.localiser import LocaliserStage
-        return LocaliserStage(self.weights.localiser, self.device, self._autocast_dtype(self.networks))
+        return LocaliserStage(self.weights.localiser, self.device, self._autocast_dtype(self.networks),
+                              preprocess_where(self.device, self.config.preprocess_on))
     @classmethod
     def from_weights(cls, weights_dir: str | Path, device: str = "auto", mode: str = "accurate", **options) -> "Predictor":
         return cls(PredictConfig(weights_dir=Path(weights_dir), device=device, mode=mode, **options))
@@ -143,9 +144,10 @@ class Predictor:
         with timer.stage("reorient"):
             oriented = reorient(image, self.plan.training_orientation)
         volume, spacing = io.image_array(oriented), io.spacing_zyx(oriented)
+        found = self._find_organs(volume, spacing, timer)
         case = self.preprocess(volume, spacing, timer)
         self._release_cached_memory()
-        region = self._region(volume, spacing, case, timer)
+        region = self._region(found, case, timer)
         grid_shape = tuple(case.data.shape)
         with timer.stage("network"):
             probs = self._probabilities_with_fallback(case.data if region is None else case.data[region.box],
@@ -155,7 +157,8 @@ class Predictor:
         if region is None:
             mask = probabilities_to_mask(probs, case, self.plan, timer)
         else:
-            mask, rows = region_probabilities_to_mask(probs, region.box, grid_shape, case, self.plan, timer)
+            mask, rows = region_probabilities_to_mask(probs, region.box, region.inside, grid_shape, case,
+                                                      self.plan, timer)
             # where masks can be non-zero, on the reoriented CT's (z, y, x) grid
             self.last_roi["output_box"] = [[int(b.start + r.start), int(b.start + r.stop)]
                                            for b, r in zip(case.bbox, rows)]
@@ -172,19 +175,37 @@ class Predictor:
             mask = mask_to_input_grid(mask, oriented, image)
         return mask
 
-    def _region(self, volume: np.ndarray, spacing, case: Preprocessed, timer: StageTimer):
-        """Stage one of two: the region the folds cover, or None for the whole volume (one stage,
-        the localiser's fallback, or a region that is the whole volume anyway)."""
+    def _find_organs(self, volume: np.ndarray, spacing, timer: StageTimer):
+        """Stage one of two, on its own coarse copy of the CT. Out of GPU memory, the case goes on
+        with the whole volume: the localiser only ever saves work."""
         self.last_roi = {}
         if self.localiser is None:
             return None
-        start = timer.seconds.get("localiser", 0.0)
+        try:
+            with timer.stage("localiser"):
+                found = self.localiser.find(volume, spacing)
+        except torch.OutOfMemoryError:
+            found = None
+        if found is None:
+            _release_gpu_memory()
+            self.last_roi["fallback"] = "out of GPU memory in the localiser: the whole volume"
+            print(f"warning: two-stage prediction: {self.last_roi['fallback']}", file=sys.stderr)
+        self._release_cached_memory()
+        self.last_roi["localiser_s"] = round(timer.seconds.get("localiser", 0.0), 4)
+        return found
+
+    def _region(self, found, case: Preprocessed, timer: StageTimer):
+        """The region the folds cover, or None for the whole volume (one stage, a fallback, or a
+        region that is the whole volume anyway)."""
+        if found is None:
+            return None
+        from app.inference.localiser import region_for
         with timer.stage("localiser"):
-            region = self.localiser.region(volume, spacing, case, self.plan, self.config.roi_margin_mm,
-                                           self.mode.step_size, self.mode.roi_tiles == "exact")
-        self.last_roi = {"localiser_s": round(timer.seconds["localiser"] - start, 4),
-                         "region_fraction": round(region.fraction, 4), "fallback": region.fallback,
-                         "region_box": [[int(s.start), int(s.stop)] for s in region.box]}
+            region = region_for(found, case, self.plan, self.config.roi_margin_mm, self.mode.step_size,
+                                self.mode.roi_tiles == "exact")
+        self.last_roi.update(localiser_s=round(timer.seconds["localiser"], 4),
+                             region_fraction=round(region.fraction, 4), fallback=region.fallback,
+                             region_box=[[int(s.start), int(s.stop)] for s in region.box])
         if region.fallback is not None:
             print(f"note: two-stage prediction: {region.fallback}", file=sys.stderr)
         return None if region.whole else region

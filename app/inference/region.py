@@ -22,6 +22,7 @@ class Region:
     fallback: str | None = None      # why the whole volume (or a whole axis) is used, or None
     crop_box: tuple[slice, ...] = ()  # the organs plus margin in crop voxels, (z, y, x)
     starts: tuple[tuple[int, ...], ...] | None = None   # tile starts per axis, relative to the box
+    inside: tuple[slice, ...] = ()   # the part of the box whose voxels the export may use
 
     @property
     def whole(self) -> bool:
@@ -61,39 +62,49 @@ def crop_box_of_organs(bounds: Sequence[tuple[int, int]], localiser_shape: Seque
 
 def network_window(crop_box: Sequence[slice], crop_shape: Sequence[int], grid_shape: Sequence[int],
                    transpose_forward: Sequence[int], patch: Sequence[int], step_size: float, exact: bool = False
-                   ) -> tuple[tuple[slice, ...], tuple[tuple[int, ...], ...]]:
+                   ) -> tuple[tuple[slice, ...], tuple[tuple[int, ...], ...], tuple[slice, ...]]:
     """A crop-voxel box (z, y, x) on the network grid (its axis order): per axis the window the
-    sliding window covers and its tile starts, relative to the window.
+    sliding window covers, its tile starts (relative to the window), and the part of the window
+    whose voxels every tile covering them in this layout covers (what the export may use).
 
     Per axis, the fewer tiles of two layouts: the whole volume's own tiles that reach into the box
-    (so the region's voxels see exactly the tiles, and get exactly the probabilities, that
+    (so the box's voxels see exactly the tiles, and get exactly the probabilities, that
     whole-volume prediction gives them), or new tiles laid over the box alone, grown to at least
     one patch. An axis on which the box saves no tile thus keeps the whole volume's layout.
     `exact`: always the whole volume's tiles, so that the region's masks equal whole-volume ones."""
-    window, starts = [], []
+    window, starts, inside = [], [], []
     for axis, (n_grid, p) in enumerate(zip(grid_shape, patch)):
         source = transpose_forward[axis]
         scale = n_grid / crop_shape[source]
-        start = max(0, math.floor(crop_box[source].start * scale))
-        stop = min(n_grid, math.ceil(crop_box[source].stop * scale))
-        axis_window, axis_starts = _axis_layout(start, stop, n_grid, p, step_size, exact)
-        window.append(axis_window)
-        starts.append(axis_starts)
-    return tuple(window), tuple(starts)
+        # one grid voxel more on each side: an edge row of the box interpolates from its neighbour
+        start = max(0, math.floor(crop_box[source].start * scale) - 1)
+        stop = min(n_grid, math.ceil(crop_box[source].stop * scale) + 1)
+        layout = _axis_layout(start, stop, n_grid, p, step_size, exact)
+        for collected, value in zip((window, starts, inside), layout):
+            collected.append(value)
+    return tuple(window), tuple(starts), tuple(inside)
 
 
 def _axis_layout(start: int, stop: int, n: int, patch: int, step_size: float,
-                 exact: bool = False) -> tuple[slice, tuple[int, ...]]:
+                 exact: bool = False) -> tuple[slice, tuple[int, ...], slice]:
     from app.inference.sliding_window import tile_starts
     if n <= patch:   # one tile, padded by the sliding window as for the whole volume
-        return slice(0, n), (0,)
+        return slice(0, n), (0,), slice(0, n)
     whole = tile_starts([patch], [n], step_size)[0]
-    reaching = [s for s in whole if s < stop and s + patch > start]
+    reaching = [i for i, s in enumerate(whole) if s < stop and s + patch > start]
     box = _at_least(start, stop, patch, n)
     own = [box.start + s for s in tile_starts([patch], [box.stop - box.start], step_size)[0]]
-    chosen = reaching if exact or len(reaching) <= len(own) else own
+    if exact or len(reaching) <= len(own):
+        first_tile, last_tile = reaching[0], reaching[-1]
+        chosen = whole[first_tile:last_tile + 1]
+        # voxels that a left-out whole-volume tile also covers get other sums: not exported
+        inside = slice(whole[first_tile - 1] + patch if first_tile > 0 else 0,
+                       whole[last_tile + 1] if last_tile + 1 < len(whole) else n)
+    else:
+        chosen = own
+        inside = slice(own[0], own[-1] + patch)
     first, last = chosen[0], chosen[-1] + patch
-    return slice(first, last), tuple(s - first for s in chosen)
+    return slice(first, last), tuple(s - first for s in chosen), inside
 
 
 def _at_least(start: int, stop: int, size: int, n: int) -> slice:
@@ -117,10 +128,11 @@ def region_from_organs(organs: np.ndarray, crop_shape: Sequence[int], crop_spaci
     if bounds is None:
         return whole(grid_shape, "the localiser found no organ")
     crop_box, touching = crop_box_of_organs(bounds, organs.shape, crop_shape, crop_spacing, margin_mm)
-    box, starts = network_window(crop_box, crop_shape, grid_shape, transpose_forward, patch, step_size, exact)
+    box, starts, inside = network_window(crop_box, crop_shape, grid_shape, transpose_forward, patch, step_size,
+                                         exact)
     fraction = float(np.prod([s.stop - s.start for s in box]) / np.prod(grid_shape))
     fallback = None
     if touching:
         fallback = "the organs touch the field's edge along axes " + ", ".join("zyx"[a] for a in touching) + \
                    ": the whole field along " + ("them" if len(touching) > 1 else "it")
-    return Region(box, fraction, fallback, crop_box, starts)
+    return Region(box, fraction, fallback, crop_box, starts, inside)

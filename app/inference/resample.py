@@ -79,6 +79,18 @@ def _linear_taps(n_in: int, n_out: int, rows: np.ndarray | None = None):
     return lower, np.minimum(lower + 1, n_in - 1), source - lower
 
 
+def axis_taps(n_in: int, n_out: int, nearest: bool, rows: np.ndarray | None = None):
+    """(lower, upper, weight of upper) of the given output rows of one axis, as v1's export
+    resamples it: none at equal sizes, nearest along a separate axis, linear otherwise."""
+    rows = np.arange(n_out) if rows is None else rows
+    if n_in == n_out:
+        return rows, rows, np.zeros(len(rows))
+    if nearest:
+        picks = _nearest_indices(n_in, n_out)[rows]
+        return picks, picks, np.zeros(len(rows))
+    return _linear_taps(n_in, n_out, rows)
+
+
 def _blend(x: torch.Tensor, dim: int, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray) -> torch.Tensor:
     if not weight.any():  # nearest neighbour or same size: a gather, no arithmetic
         return x.index_select(dim, torch.from_numpy(lower).to(x.device))
@@ -139,17 +151,9 @@ def resample_argmax(probs: torch.Tensor, new_shape: Sequence[int], separate_axis
     out = np.empty(new_shape, dtype=np.uint8)
     bytes_per_row = probs.shape[0] * new_shape[1] * new_shape[2] * 4
     rows_per_chunk = max(1, min(new_shape[0], max_chunk_bytes // max(bytes_per_row, 1)))
-    nearest0 = separate_axis == 0
     for start in range(0, new_shape[0], rows_per_chunk):
         rows = np.arange(start, min(start + rows_per_chunk, new_shape[0]))
-        if n_in == new_shape[0]:
-            lower = upper = rows
-            weight = np.zeros(len(rows))
-        elif nearest0:
-            lower = upper = _nearest_indices(n_in, new_shape[0])[rows]
-            weight = np.zeros(len(rows))
-        else:
-            lower, upper, weight = _linear_taps(n_in, new_shape[0], rows)
+        lower, upper, weight = axis_taps(n_in, new_shape[0], separate_axis == 0, rows)
         first, last = int(lower.min()), int(upper.max()) + 1
         with timer.stage("export_resampling"):
             slab = _resample_plane(probs[:, first:last].float(), new_shape[1:], separate_axis)

@@ -187,10 +187,10 @@ def load_weights(weights_dir: Path, folds: tuple[int, ...] | None = None, max_fo
     # converted there, so their copies stay on the host instead of doubling the GPU's share
     where = str(device) if manifest.get("storage_dtype", "float32") == "float32" else "cpu"
     states = tuple(load_file(str(weights_dir / f"fold_{f}.safetensors"), device=where) for f in chosen)
-    return Weights(plan, post, chosen, states, manifest, _load_localiser(weights_dir, manifest, where))
+    return Weights(plan, post, chosen, states, manifest, _load_localiser(weights_dir, manifest, where, plan))
 
 
-def _load_localiser(weights_dir: Path, manifest: dict, device: str) -> Localiser | None:
+def _load_localiser(weights_dir: Path, manifest: dict, device: str, folds_plan: Plan) -> Localiser | None:
     listed = manifest.get("files", {})
     if LOCALISER_STATE not in listed and LOCALISER_PLANS not in listed:
         return None
@@ -198,4 +198,8 @@ def _load_localiser(weights_dir: Path, manifest: dict, device: str) -> Localiser
         raise WeightsError(f"MANIFEST.json in {weights_dir} lists only one of {LOCALISER_PLANS} and {LOCALISER_STATE}")
     from safetensors.torch import load_file
     plan = Plan.from_json(json.loads((weights_dir / LOCALISER_PLANS).read_text()))
+    if plan.training_orientation != folds_plan.training_orientation:
+        # it sees the CT reoriented for the folds: trained in another orientation, it would look at it flipped
+        raise WeightsError(f"the localiser in {weights_dir} was trained in orientation {plan.training_orientation}, "
+                           f"the folds in {folds_plan.training_orientation}")
     return Localiser(plan, load_file(str(weights_dir / LOCALISER_STATE), device=device))

@@ -16,8 +16,8 @@ def train_localiser(cfg: TrainConfig, paths: dict[str, Path], task: str, log) ->
     from app.training.fold import train_fold
     from app.training.workdir import plan_and_preprocess
 
-    loc_cfg = dataclasses.replace(cfg, planner="localiser", epochs=cfg.localiser_epochs,
-                                  time_budget_s=None, batch_size=None, resume=cfg.resume)
+    loc_cfg = dataclasses.replace(cfg, planner="localiser", epochs=cfg.localiser_epochs, time_budget_s=None,
+                                  batch_size=None)
     plans_file = plan_and_preprocess(loc_cfg, paths, task, log)
     result = train_fold(loc_cfg, plans_file, task, "all", log, epochs=cfg.localiser_epochs,
                         iterations=cfg.localiser_iterations or cfg.iterations, validate=False,

@@ -37,7 +37,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     task = link_task(cfg, paths)
     set_torch_threads(cfg)
     if not cfg.folds and cfg.warm_start_epochs <= 0 and not cfg.prepare_only:
-        # the localiser alone, added to an existing weights folder (--out)
+        # the localiser alone, added to an existing weights folder (--out): checked before training
+        if cfg.out is not None and not (cfg.out / "MANIFEST.json").is_file():
+            raise SystemExit(f"--out {cfg.out} holds no exported folds (MANIFEST.json) to add the localiser to")
         return {"localiser": _localiser(cfg, paths, task, log), "training_wall_seconds": round(time.time() - t_start, 1)}
     plans_file = plan_and_preprocess(cfg, paths, task, log)
     if cfg.prepare_only:
