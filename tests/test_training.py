@@ -115,3 +115,16 @@ def test_parallel_folds_fit_their_time_budget(tmp_path):
     for checkpoint in trained:
         debug = json.loads((checkpoint.parent / "debug.json").read_text())
         assert debug["batch_size"] == "3"
+
+
+def test_localiser_alone_needs_exported_folds_before_it_trains(tmp_path):
+    task = tmp_path / "Task597_Empty"
+    for sub in ("imagesTr", "labelsTr"):
+        (task / sub).mkdir(parents=True)
+    (task / "dataset.json").write_text("{}")
+    res = subprocess.run([sys.executable, "-m", "app", "train", "--task-dir", str(task), "--folds",
+                          "--localiser-epochs", "1", "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "w")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert "holds no exported folds" in res.stderr
+    assert not (tmp_path / "work" / "nnUNet_preprocessed" / task.name).exists()   # stopped before planning

@@ -301,3 +301,26 @@ def test_two_stage_options_from_the_command_line():
         parser.parse_args(base + ["--roi", "--no-roi"])
     with pytest.raises(ValueError, match="margin"):
         config_from_args(parser.parse_args(base + ["--roi-margin-mm", "-1"])).resolved_mode()
+
+
+def test_a_localiser_of_another_orientation_is_refused(tiny_weights, tmp_path):
+    from app.inference.weights import LOCALISER_PLANS, WeightsError, load_weights, sha256_of
+    weights = _with_localiser(tiny_weights, tmp_path / "w")
+    plans = json.loads((weights / LOCALISER_PLANS).read_text())
+    plans["training_orientation"] = "RAS" if plans.get("training_orientation") != "RAS" else "LPS"
+    (weights / LOCALISER_PLANS).write_text(json.dumps(plans))
+    manifest = json.loads((weights / "MANIFEST.json").read_text())
+    manifest["files"][LOCALISER_PLANS] = sha256_of(weights / LOCALISER_PLANS)
+    (weights / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="orientation"):
+        load_weights(weights)
+
+
+def test_exporting_folds_again_drops_a_stale_localiser(tiny_v1_model, tmp_path):
+    from app.weights_export import LOCALISER_FILES, export_model_folder
+    out = export_model_folder(tiny_v1_model, tmp_path / "w")
+    for name in LOCALISER_FILES:
+        (out / name).write_text("from an earlier export")
+    export_model_folder(tiny_v1_model, out)
+    assert not any((out / name).exists() for name in LOCALISER_FILES)
+    assert not set(LOCALISER_FILES) & set(json.loads((out / "MANIFEST.json").read_text())["files"])
