@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roi = parser.add_mutually_exclusive_group()
     roi.add_argument("--roi", dest="roi", action="store_true", default=None,
                      help="two stages: the weights' localiser finds the organs, the folds run only on their "
-                          "region (default in fast mode; in accurate mode masks then differ slightly from stock)")
+                          "region (default in fast mode; in accurate mode masks inside it equal whole-volume ones, "
+                          "outside it they are background)")
     roi.add_argument("--no-roi", dest="roi", action="store_false", help="the folds run on the whole volume")
     parser.add_argument("--roi-margin-mm", type=float, default=ROI_MARGIN_MM,
                         help="margin around the localiser's organs, in mm (default %(default)s)")

@@ -15,7 +15,6 @@ from app.inference.network import load_network
 from app.inference.preprocess import Preprocessed, preprocess
 from app.inference.region import Region, region_from_organs, whole
 from app.inference.resample import first_argmax
-from app.inference.sliding_window import tiles, padding_to_patch
 from app.inference.weights import Localiser, Plan
 from app.labels import PAIRED
 
@@ -85,9 +84,3 @@ def without_strays(labels: np.ndarray, share: float = STRAY_SHARE) -> np.ndarray
         keep[ids] = sizes[ids] >= share * sizes[ids].max()
         keep[ids[np.argsort(-sizes[ids])][:PAIRED.get(int(label), 1)]] = True
     return keep[components]
-
-
-def tile_count(shape: tuple[int, ...], patch: tuple[int, ...], step_size: float) -> int:
-    """Tiles of v1's sliding window over `shape` (after its padding to the patch)."""
-    padded = [s + before + after for s, (before, after) in zip(shape, padding_to_patch(shape, patch))]
-    return len(tiles(patch, padded, step_size))

@@ -211,7 +211,7 @@ class Predictor:
         return None if region.whole else region
 
     def _whole_volume_passes(self, grid_shape: tuple[int, ...]) -> int:
-        from app.inference.localiser import tile_count
+        from app.inference.sliding_window import tile_count
         flips = 2 ** len(self.plan.mirror_axes) if self.mode.tta else 1
         return tile_count(grid_shape, self.plan.patch_size, self.mode.step_size) * flips * len(self.networks)
 

@@ -20,7 +20,7 @@ class Region:
     box: tuple[slice, ...]
     fraction: float                  # of the network grid's voxels
     fallback: str | None = None      # why the whole volume (or a whole axis) is used, or None
-    crop_box: tuple[slice, ...] = ()  # the organs plus margin in crop voxels, (z, y, x)
+    crop_box: tuple[slice, ...] = ()  # the organs plus margin in crop voxels, (z, y, x): what must hold them
     starts: tuple[tuple[int, ...], ...] | None = None   # tile starts per axis, relative to the box
     inside: tuple[slice, ...] = ()   # the part of the box whose voxels the export may use
 

@@ -25,6 +25,12 @@ def tiles(patch: Sequence[int], shape: Sequence[int], step_size: float) -> list[
             for origin in product(*tile_starts(patch, shape, step_size))]
 
 
+def tile_count(shape: Sequence[int], patch: Sequence[int], step_size: float) -> int:
+    """Tiles of v1's sliding window over `shape`, after its padding to the patch."""
+    padded = [s + before + after for s, (before, after) in zip(shape, padding_to_patch(shape, patch))]
+    return int(np.prod([len(axis) for axis in tile_starts(patch, padded, step_size)]))
+
+
 def gaussian_importance(patch: Sequence[int], sigma_scale: float = 1.0 / 8) -> np.ndarray:
     """v1's _get_gaussian: a delta at patch // 2 blurred with sigma = patch * sigma_scale (truncated
     at 4 sigma, as scipy does), scaled to a maximum of 1, zeros replaced by the smallest value."""
