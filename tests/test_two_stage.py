@@ -332,3 +332,13 @@ def test_exporting_folds_again_drops_a_stale_localiser(tiny_v1_model, tmp_path):
     export_model_folder(tiny_v1_model, out)
     assert not any((out / name).exists() for name in LOCALISER_FILES)
     assert not set(LOCALISER_FILES) & set(json.loads((out / "MANIFEST.json").read_text())["files"])
+
+
+def test_the_localiser_is_read_only_when_two_stages_run(tiny_weights, tmp_path):
+    from app.inference.predictor import Predictor
+    weights = _with_localiser(tiny_weights, tmp_path / "w")
+    one_stage = Predictor.from_weights(weights, device="cpu", mode="accurate", progress=False)
+    assert one_stage.localiser is None and one_stage.weights.localiser is None
+    two_stages = Predictor.from_weights(weights, device="cpu", mode="fast", progress=False)
+    assert two_stages.localiser is not None and two_stages.weights.localiser is not None
+    assert set(two_stages.weights.localiser.state) == set(one_stage.weights.fold_states[0])

@@ -97,7 +97,8 @@ class Predictor:
         with self.startup.stage("cuda_init"):
             self.cuda_facts = _start_cuda(self.device)
         with self.startup.stage("weight_load"):
-            self.weights = load_weights(config.weights_dir, config.folds, self.mode.max_folds, device=str(self.device))
+            self.weights = load_weights(config.weights_dir, config.folds, self.mode.max_folds, device=str(self.device),
+                                        with_localiser=self.mode.roi)
             self.plan = self.weights.plan
             self.networks = [load_network(self.plan.network, state, self.device) for state in self.weights.fold_states]
             self.localiser = self._localiser_stage()

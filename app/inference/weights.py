@@ -169,9 +169,10 @@ def are_demo_weights(manifest: dict) -> bool:
 
 
 def load_weights(weights_dir: Path, folds: tuple[int, ...] | None = None, max_folds: int | None = None,
-                 device: str = "cpu") -> Weights:
+                 device: str = "cpu", with_localiser: bool = True) -> Weights:
     """Verify and load. `folds=None` takes every fold the manifest lists, or the first `max_folds`.
-    float32 tensors are read straight onto `device` (no host copy kept when it is a GPU)."""
+    float32 tensors are read straight onto `device` (no host copy kept when it is a GPU). A listed
+    localiser is always checked; `with_localiser=False` leaves its tensors unread (one stage)."""
     weights_dir = Path(weights_dir)
     manifest = read_manifest(weights_dir)
     verify_manifest(weights_dir, manifest)
@@ -187,10 +188,12 @@ def load_weights(weights_dir: Path, folds: tuple[int, ...] | None = None, max_fo
     # converted there, so their copies stay on the host instead of doubling the GPU's share
     where = str(device) if manifest.get("storage_dtype", "float32") == "float32" else "cpu"
     states = tuple(load_file(str(weights_dir / f"fold_{f}.safetensors"), device=where) for f in chosen)
-    return Weights(plan, post, chosen, states, manifest, _load_localiser(weights_dir, manifest, where, plan))
+    localiser = _load_localiser(weights_dir, manifest, where, plan, with_localiser)
+    return Weights(plan, post, chosen, states, manifest, localiser)
 
 
-def _load_localiser(weights_dir: Path, manifest: dict, device: str, folds_plan: Plan) -> Localiser | None:
+def _load_localiser(weights_dir: Path, manifest: dict, device: str, folds_plan: Plan,
+                    read_state: bool) -> Localiser | None:
     listed = manifest.get("files", {})
     if LOCALISER_STATE not in listed and LOCALISER_PLANS not in listed:
         return None
@@ -202,4 +205,6 @@ def _load_localiser(weights_dir: Path, manifest: dict, device: str, folds_plan: 
         # it sees the CT reoriented for the folds: trained in another orientation, it would look at it flipped
         raise WeightsError(f"the localiser in {weights_dir} was trained in orientation {plan.training_orientation}, "
                            f"the folds in {folds_plan.training_orientation}")
+    if not read_state:
+        return None
     return Localiser(plan, load_file(str(weights_dir / LOCALISER_STATE), device=device))

@@ -28,15 +28,16 @@ REPORT=0
 # The installed size of the largest packages in the image's venv. podman run fails on some
 # machines (setrlimit): with podman, buildah mounts the image instead.
 venv_sizes() {
-    local list='cd /opt/venv/lib/python3*/site-packages && du -sm -- * | sort -rn | head -n 25'
+    # $1: where the image's root lies (/ inside a container, the mount point outside)
+    local list='cd "$1"/opt/venv/lib/python3*/site-packages && du -sm -- * | sort -rn | head -n 25'
     if [ "$ENGINE" = docker ]; then
-        docker run --rm --entrypoint /bin/sh "$IMAGE" -c "$list"
+        docker run --rm --entrypoint /bin/sh "$IMAGE" -c "$list" sh /
         return
     fi
     local ctr mnt
     ctr=$("${BUILDAH[@]}" from --pull=never "$IMAGE")
     mnt=$("${BUILDAH[@]}" mount "$ctr")
-    (cd "$mnt" && sh -c "$list")
+    sh -c "$list" sh "$mnt"
     "${BUILDAH[@]}" umount "$ctr" >/dev/null
     "${BUILDAH[@]}" rm "$ctr" >/dev/null
 }
