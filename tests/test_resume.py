@@ -126,3 +126,30 @@ def test_a_resumed_run_keeps_the_epochs_fitted_to_its_budget(tmp_path, monkeypat
     resumed.epoch = 8
     resumed.on_epoch_end()
     assert resumed.max_num_epochs == 9
+
+
+def test_a_finished_preprocessing_is_not_redone_for_a_plan_whose_trainer_writes_no_split(tmp_path, monkeypatch):
+    """The localiser trains nnunet's fold "all", which writes no splits_final.pkl: --continue must
+    still find its preprocessing done (the marker), and redo only one that never finished."""
+    import nnunet.experiment_planning.utils as nnunet_utils
+
+    from app.training.config import TrainConfig
+    from app.training.planner import LOCALISER_PLANS_ID
+    from app.training.workdir import plan_and_preprocess
+
+    class Replanned(Exception):
+        pass
+
+    def crop(*args, **kwargs):
+        raise Replanned
+    monkeypatch.setattr(nnunet_utils, "crop", crop)
+    cfg = TrainConfig(task_dir=tmp_path / "Task597_Loc", work_dir=tmp_path / "work", out=None, planner="localiser")
+    paths = {"raw": tmp_path / "raw", "pre": tmp_path / "pre"}
+    pre = paths["pre"] / "Task597_Loc"
+    pre.mkdir(parents=True)
+    plans_file = pre / f"{LOCALISER_PLANS_ID}_plans_3D.pkl"
+    plans_file.write_bytes(b"plans")
+    with pytest.raises(Replanned):   # plans but no marker: preprocessing was interrupted
+        plan_and_preprocess(cfg, paths, "Task597_Loc", print)
+    (pre / f"{LOCALISER_PLANS_ID}.preprocessed").write_text(plans_file.name)
+    assert plan_and_preprocess(cfg, paths, "Task597_Loc", print) == plans_file

@@ -70,7 +70,10 @@ def plan_and_preprocess(cfg: TrainConfig, paths: dict[str, Path], task: str, log
     cropped = paths["raw"] / "nnUNet_cropped_data" / task
     pre = paths["pre"] / task
     plans_file = pre / f"{plans_id}_plans_3D.pkl"
-    if plans_file.is_file() and (pre / "splits_final.pkl").exists():
+    # the marker is written once preprocessing has finished; older work folders only have the split,
+    # which the trainer writes after it (fold "all", the localiser's, writes none)
+    done = pre / f"{plans_id}.preprocessed"
+    if plans_file.is_file() and (done.is_file() or (pre / "splits_final.pkl").exists()):
         log(f"plans exist: {plans_file}")
         return plans_file
     t0 = time.time()
@@ -83,6 +86,7 @@ def plan_and_preprocess(cfg: TrainConfig, paths: dict[str, Path], task: str, log
     planner = planner_cls(str(cropped), str(pre))
     planner.plan_experiment()
     planner.run_preprocessing(cfg.processes)
+    done.write_text(f"{plans_file.name}\n")
     log(f"planned and preprocessed in {time.time() - t0:.0f} s: {plans_file}")
     return plans_file
 
