@@ -55,6 +55,31 @@ def test_lesions_lie_in_or_on_their_organ_and_distractors_outside(sick_phantoms)
     assert len(kinds_seen) >= 4, kinds_seen
 
 
+def test_masses_press_into_the_organs_from_outside(monkeypatch):
+    """A mass against the liver, a kidney or the spleen dents it: the organ gives up tissue to the
+    mass (or to a fat plane) near its surface only, and the mass is not wrapped by the organ as
+    the organ's own lesion would be. The same phantom with pressing off is the reference (the
+    draws are the same, so the anatomy is too)."""
+    from app.synth import pathology
+    from app.synth.phantom import make_phantom
+    pressed = [make_phantom(61, i, "small", sick=True) for i in (2, 7)]
+    masses = [ID[n] for n in pathology.PRESS_SHARE] + [ID["mass_necrosis"]]
+    monkeypatch.setattr(pathology, "PRESS_SHARE", {})
+    beside = [make_phantom(61, i, "small", sick=True) for i in (2, 7)]
+    for a, b in zip(pressed, beside):
+        changed = a.labels != b.labels
+        lost = (b.labels > 0) & (a.labels == 0)
+        assert lost.sum() > 20 and np.array_equal(changed, lost), "only organ tissue given up"
+        assert np.isin(a.structures[lost], masses + [ID["visceral_fat"]]).all()
+        spacing_zyx = tuple(reversed(a.grid.spacing))
+        depth = ndimage.distance_transform_edt(b.labels > 0, sampling=spacing_zyx)
+        # the generator's depth is an implicit value times a mean radius: within half again
+        assert depth[lost].max() <= 1.5 * pathology.PRESS_MAX_MM + max(spacing_zyx)
+        mass = np.isin(a.structures, masses)
+        shell = ndimage.binary_dilation(mass) & ~mass
+        assert 0 < (a.labels[shell] > 0).mean() < 0.5, "touches its organ, is not wrapped by it"
+
+
 def test_organ_vessels_branch_inside_their_organ(sick_phantoms):
     for ph in sick_phantoms:
         for name, organ in (("liver_vessel", 1), ("kidney_vessel", 2)):

@@ -199,7 +199,6 @@ def _load_localiser(weights_dir: Path, manifest: dict, device: str, folds_plan: 
         return None
     if LOCALISER_STATE not in listed or LOCALISER_PLANS not in listed:
         raise WeightsError(f"MANIFEST.json in {weights_dir} lists only one of {LOCALISER_PLANS} and {LOCALISER_STATE}")
-    from safetensors.torch import load_file
     plan = Plan.from_json(json.loads((weights_dir / LOCALISER_PLANS).read_text()))
     if plan.training_orientation != folds_plan.training_orientation:
         # it sees the CT reoriented for the folds: trained in another orientation, it would look at it flipped
@@ -207,4 +206,5 @@ def _load_localiser(weights_dir: Path, manifest: dict, device: str, folds_plan: 
                            f"the folds in {folds_plan.training_orientation}")
     if not read_state:
         return None
+    from safetensors.torch import load_file
     return Localiser(plan, load_file(str(weights_dir / LOCALISER_STATE), device=device))

@@ -9,7 +9,9 @@ Drawn per anatomy, after it is built (app.synth.anatomy calls `draw_pathology` l
 - lesions inside the organs, labelled as their organ, some exophytic (bulging out of the organ);
 - distractors, labelled background: adrenal, retroperitoneal and mesenteric masses, lymph nodes,
   cysts outside the organs, ascites around the liver and spleen, pleural effusion, a distended
-  gallbladder or stomach pressed against the organs.
+  gallbladder or stomach pressed against the organs. A mass against an organ presses into it:
+  the organ gives way (a concave dent, sometimes behind a fat plane), where an exophytic lesion
+  bulges out of an outline that stays its own;
 app.synth.lesions places the lesions; app.synth.pathology_paint paints all of it.
 """
 from __future__ import annotations
@@ -37,12 +39,27 @@ class Lesion:
     exophytic: bool = False        # may reach outside the organ's outline
 
 
+# How far a mass presses into the organ it lies against, as a share of the mass's radius
+PRESS_SHARE = {"adrenal_mass": (0.2, 0.7), "retroperitoneal_mass": (0.3, 0.8),
+               "mesenteric_mass": (0.2, 0.6), "abdominal_cyst": (0.2, 0.7)}
+PRESS_MAX_MM = 15.0       # deeper, a real organ is pushed aside rather than dented
+FAT_PLANE_P, FAT_PLANE_MM = 0.5, (1.5, 4.0)
+
+
+@dataclass
+class Distractor:
+    shape: Ellipsoid
+    name: str                      # structure name (app.synth.structures), background in FLARE
+    press_mm: float = 0.0          # organ tissue this close to its surface gives way to the mass
+    fat_plane_mm: float = 0.0      # fat kept between the mass and the organ it dents
+
+
 @dataclass
 class Pathology:
     variants: list[str] = field(default_factory=list)
     lesions: list[Lesion] = field(default_factory=list)
     organ_vessels: list[tuple[Tube, str]] = field(default_factory=list)   # painted inside their organ
-    distractors: list[tuple[Ellipsoid, str]] = field(default_factory=list)  # painted outside the organs
+    distractors: list[Distractor] = field(default_factory=list)  # outside the organs, or pressed into them
     extra_sinuses: list[tuple[int, Ellipsoid, Ellipsoid]] = field(default_factory=list)  # duplex kidney
     ascites_mm: float = 0.0
     effusion_mm: float = 0.0
@@ -50,7 +67,7 @@ class Pathology:
     def describe(self) -> dict:
         return {"variants": list(self.variants),
                 "lesions": dict(Counter(les.kind for les in self.lesions)),
-                "distractors": dict(Counter(name for _, name in self.distractors)),
+                "distractors": dict(Counter(d.name for d in self.distractors)),
                 "ascites_mm": round(self.ascites_mm, 1), "effusion_mm": round(self.effusion_mm, 1)}
 
 
@@ -247,6 +264,49 @@ def _draw_organ_vessels(anat, rng, path: Pathology) -> None:
 
 
 # ------------------------------------------------------------------------------- distractors
+def _mass(anat, rng, name: str, c, radius: float, lobulated: float = 0.1) -> Distractor:
+    """A distractor blob; the kinds in PRESS_SHARE press into an organ they meet. The draws are
+    the same for every kind, so that `sick` keeps the anatomy's draws in order."""
+    shape = _blob(rng, c, radius, lobulated)
+    share, fat_p, fat_mm = rng.uniform(*PRESS_SHARE.get(name, (0.0, 0.0))), rng.random(), rng.uniform(*FAT_PLANE_MM)
+    press = min(share * radius, PRESS_MAX_MM)
+    if press > 0 and not _push_out_of_organs(anat, shape, radius - press):
+        press = 0.0
+    return Distractor(shape, name, press, fat_mm if press > 0 and fat_p < FAT_PLANE_P else 0.0)
+
+
+def organ_depth_mm(anat, x, y, z):
+    """About how deep (mm) a point lies inside the liver, a kidney or the spleen, negative
+    outside: near a surface an implicit value is about distance / mean radius."""
+    depth = None
+    for shape in (*anat.liver, *anat.kidneys, *anat.spleen):
+        d = -shape.value(x, y, z) * float(np.mean(base_of(shape).r))
+        depth = d if depth is None else np.maximum(depth, d)
+    return depth
+
+
+def _push_out_of_organs(anat, shape: Ellipsoid, clearance: float, steps: int = 8) -> bool:
+    """Move a mass's centre out of the organs until it lies `clearance` mm outside them, so that
+    it dents an organ by about its radius less that, as a mass from outside does, instead of
+    sitting inside it like the organ's own lesion. False if it does not get there."""
+    if not (anat.liver or anat.kidneys or anat.spleen):
+        return True
+    def depth(p):
+        return float(organ_depth_mm(anat, *(np.float32(v) for v in p)))
+    c, h = shape.c.astype(np.float64), 2.0
+    for _ in range(steps):
+        d = depth(c)
+        if d <= -clearance + 0.5:
+            shape.c[:] = c
+            return True
+        grad = np.array([depth(c + h * e) - depth(c - h * e) for e in np.eye(3)]) / (2 * h)
+        norm = float(np.linalg.norm(grad))
+        if norm < 1e-6:
+            return False
+        c = c - grad / norm * (d + clearance)
+    return False
+
+
 def _blob(rng, c, radius: float, lobulated: float = 0.1) -> Ellipsoid:
     r = radius * rng.uniform(0.8, 1.2, 3)
     wave = Wave.random(rng, 5, (radius, 3 * radius + 10), lobulated) if lobulated else None
@@ -258,18 +318,18 @@ def _draw_distractors(anat, rng, path: Pathology, sick: bool) -> None:
     p = {kind: SICK_DISTRACTOR_P for kind in DISTRACTOR_P} if sick else DISTRACTOR_P
     if rng.random() < p["adrenal_mass"]:
         adrenal = anat.adrenals[int(rng.integers(2))]
-        out.append((_blob(rng, adrenal.c, u(10, 35) * s), "adrenal_mass"))
+        out.append(_mass(anat, rng, "adrenal_mass", adrenal.c, u(10, 35) * s))
     if rng.random() < p["retroperitoneal_mass"]:
         _retroperitoneal_mass(anat, rng, out)
     if rng.random() < p["mesenteric_mass"]:
         loop = anat.small_bowel[int(rng.integers(len(anat.small_bowel)))][0]
-        out.append((_blob(rng, loop.pts[1], u(20, 50) * s, 0.15), "mesenteric_mass"))
+        out.append(_mass(anat, rng, "mesenteric_mass", loop.pts[1], u(20, 50) * s, 0.15))
     if rng.random() < p["lymph_node"]:
         for _ in range(int(rng.integers(2, 11))):
-            out.append((_blob(rng, _node_site(anat, rng), u(5, 15) * s, 0.05), "lymph_node"))
+            out.append(_mass(anat, rng, "lymph_node", _node_site(anat, rng), u(5, 15) * s, 0.05))
     if rng.random() < p["abdominal_cyst"]:
         site = anat.kidneys[0].c if anat.kidneys and rng.random() < 0.5 else anat.small_bowel[0][0].pts[0]
-        out.append((_blob(rng, site + rng.normal(0, 30, 3), u(15, 50) * s, 0.04), "abdominal_cyst"))
+        out.append(_mass(anat, rng, "abdominal_cyst", site + rng.normal(0, 30, 3), u(15, 50) * s, 0.04))
     cirrhosis = "cirrhosis" in path.variants
     if rng.random() < (0.6 if cirrhosis else SICK_FLUID_P if sick else ASCITES_P):
         path.ascites_mm = u(3, 15)
@@ -285,9 +345,11 @@ def _retroperitoneal_mass(anat, rng, out) -> None:
     top = ref.c + ref.R @ np.array([0, 0, ref.r[2]], np.float32)
     c = top + np.array([rng.normal(0, 20), u(0, 25), u(10, 45)]) * s
     radius = u(30, 58) * s
-    out.append((_blob(rng, c, radius, 0.15), "retroperitoneal_mass"))
-    if rng.random() < 0.5:
-        out.append((_blob(rng, c + rng.normal(0, 5, 3), radius * u(0.3, 0.55), 0.2), "mass_necrosis"))
+    mass = _mass(anat, rng, "retroperitoneal_mass", c, radius, 0.15)
+    out.append(mass)
+    if rng.random() < 0.5:       # the necrotic core presses no further than its mass
+        core = _blob(rng, mass.shape.c + rng.normal(0, 5, 3), radius * u(0.3, 0.55), 0.2)
+        out.append(Distractor(core, "mass_necrosis", mass.press_mm))
 
 
 def _node_site(anat, rng) -> np.ndarray:

@@ -4,14 +4,15 @@ app.synth.painting calls in its order of precedence:
   fat and bowel, which the organs then cover;
 - `paint_organ_insides`, right after the solid organs: the organs' own vessels and lesions
   inside their organ (exophytic lesions also outside it, over anything but another organ), then
-  the distractor masses outside every organ;
+  the distractor masses outside every organ, or pressed into the liver, a kidney or the spleen
+  they meet (that organ's tissue near its surface gives way, sometimes to a fat plane first);
 - `paint_effusion`, after the chest: pleural fluid in the dependent lung above the domes.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from app.synth.pathology import base_of
+from app.synth.pathology import base_of, organ_depth_mm
 from app.synth.shapes import Canvas
 from app.synth.structures import FLARE_OF, ID
 
@@ -55,10 +56,22 @@ def paint_organ_insides(anat, cv: Canvas, cavity, diaphragm) -> None:
             cv.put(sl, v < 0, ID[lesion.kind], where)
     if path.distractors:
         free = (FLARE_OF[cv.T] == 0) & cavity & ~KEEP[cv.T]
-        for shape, name in path.distractors:
-            sl, v = cv.val(shape)
-            if sl is not None:
-                cv.put(sl, v < 0, ID[name], free)
+        for mass in path.distractors:
+            sl, v = cv.val(mass.shape)
+            if sl is None:
+                continue
+            where = free[sl]
+            if mass.press_mm > 0:
+                flare_here = FLARE_OF[cv.T[sl]]
+                dented = np.isin(flare_here, PRESSABLE) & cavity[sl] & (organ_depth_mm(anat, cv.x[sl], cv.y[sl], cv.z[sl]) < mass.press_mm)
+                if mass.fat_plane_mm > 0:
+                    plane = dented & (v >= 0) & (v < mass.fat_plane_mm / float(np.mean(base_of(mass.shape).r)))
+                    cv.put(sl, plane, ID["visceral_fat"])
+                where = where | dented
+            cv.put(sl, (v < 0) & where, ID[mass.name])
+
+
+PRESSABLE = (1, 2, 3)   # the liver, the kidneys and the spleen give way; the thin pancreas is left whole
 
 
 def _paint_sinus(anat, cv, side, sinus, pelvis, cavity) -> None:

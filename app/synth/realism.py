@@ -117,19 +117,26 @@ def position_problems(f: AnatomyFacts) -> list[str]:
     return [msg for ok, msg, needs in rules if not ok and all(has[n] for n in needs)]
 
 
-def allowed_ml(variants: list[str], bulging: set[str] = frozenset()) -> dict[str, tuple[float, float]]:
+DENTABLE = ("liver", "kidney", "spleen")   # what a mass pressed into an organ may make smaller
+DENT_SHARE = 0.15
+
+
+def allowed_ml(variants: list[str], bulging: set[str] = frozenset(), dented: bool = False) -> dict[str, tuple[float, float]]:
     """Each organ's allowed volume for this patient: the adult range, or the variant's own; an
-    organ with exophytic lesions (labelled as it) may be half as large again."""
+    organ with exophytic lesions (labelled as it) may be half as large again; where a mass
+    presses into the organs (`dented`), they may be DENT_SHARE smaller."""
     allowed = dict(ALLOWED_ML)
     for variant in variants:
         for organ, lo_hi in VARIANT_ML.get(variant.replace("_right", "").replace("_left", ""), {}).items():
             allowed[organ] = lo_hi
-    return {organ: (lo, hi * 1.5 if organ in bulging else hi) for organ, (lo, hi) in allowed.items()}
+    return {organ: (lo * (1 - DENT_SHARE) if dented and organ in DENTABLE else lo, hi * 1.5 if organ in bulging else hi)
+            for organ, (lo, hi) in allowed.items()}
 
 
-def volume_problems(f: AnatomyFacts, variants: list[str] = (), bulging: set[str] = frozenset()) -> list[str]:
-    return [f"{organ} {f.volumes_ml[organ]:.0f} ml outside {lo}-{hi}"
-            for organ, (lo, hi) in allowed_ml(list(variants), bulging).items() if not lo <= f.volumes_ml[organ] <= hi]
+def volume_problems(f: AnatomyFacts, variants: list[str] = (), bulging: set[str] = frozenset(),
+                    dented: bool = False) -> list[str]:
+    return [f"{organ} {f.volumes_ml[organ]:.0f} ml outside {lo:g}-{hi:g}"
+            for organ, (lo, hi) in allowed_ml(list(variants), bulging, dented).items() if not lo <= f.volumes_ml[organ] <= hi]
 
 
 def organ_median_hu(image: np.ndarray, labels: np.ndarray, structures: np.ndarray | None = None) -> dict[str, float]:
@@ -168,7 +175,8 @@ def case_problems(seed: int, index: int, size: str, sick: bool = False) -> list[
     ph = make_phantom(seed, index, size, sick)
     names = {lab: name for name, lab in ORGAN_LABEL.items()}
     bulging = {names[les.organ] for les in anat.pathology.lesions if les.exophytic}
-    issues = position_problems(facts) + volume_problems(facts, ph.info["variants"], bulging) + lesion_problems(anat)
+    dented = any(mass.press_mm > 0 for mass in anat.pathology.distractors)
+    issues = position_problems(facts) + volume_problems(facts, ph.info["variants"], bulging, dented) + lesion_problems(anat)
     if not ph.info["random_contrast"]:
         calibration, fatty = ph.info["calibration_hu"], tuple(ph.info["fatty"])
         issues += hu_problems(ph.info["phase"], organ_median_hu(ph.image, ph.labels, ph.structures), calibration, fatty)
