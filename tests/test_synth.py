@@ -157,7 +157,7 @@ def test_realism_checks_pass_and_can_fail():
     facts = [anatomy_facts(anat) for anat in anats]
     for anat, f in zip(anats, facts):
         variants = anat.pathology.variants   # splenomegaly, nephrectomy, ... have ranges of their own
-        dented = any(mass.press_mm > 0 for mass in anat.pathology.distractors)   # a mass presses in
+        dented = anat.pathology.dents_organs   # a mass presses in
         assert position_problems(f) == [] and volume_problems(f, variants, dented=dented) == [], \
             (position_problems(f), volume_problems(f, variants, dented=dented))
     for organ, (lo, hi) in TYPICAL_ML.items():

@@ -43,6 +43,7 @@ class Lesion:
 PRESS_SHARE = {"adrenal_mass": (0.2, 0.7), "retroperitoneal_mass": (0.3, 0.8),
                "mesenteric_mass": (0.2, 0.6), "abdominal_cyst": (0.2, 0.7)}
 PRESS_MAX_MM = 15.0       # deeper, a real organ is pushed aside rather than dented
+DENTED_ORGANS = {"liver": 1, "kidney": 2, "spleen": 3}   # FLARE labels; the thin pancreas is left whole
 FAT_PLANE_P, FAT_PLANE_MM = 0.5, (1.5, 4.0)
 
 
@@ -63,6 +64,11 @@ class Pathology:
     extra_sinuses: list[tuple[int, Ellipsoid, Ellipsoid]] = field(default_factory=list)  # duplex kidney
     ascites_mm: float = 0.0
     effusion_mm: float = 0.0
+
+    @property
+    def dents_organs(self) -> bool:
+        """A mass presses into the liver, a kidney or the spleen (they may be smaller for it)."""
+        return any(mass.press_mm > 0 for mass in self.distractors)
 
     def describe(self) -> dict:
         return {"variants": list(self.variants),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.synth.pathology import base_of, organ_depth_mm
+from app.synth.pathology import DENTED_ORGANS, base_of, organ_depth_mm
 from app.synth.shapes import Canvas
 from app.synth.structures import FLARE_OF, ID
 
@@ -63,15 +63,12 @@ def paint_organ_insides(anat, cv: Canvas, cavity, diaphragm) -> None:
             where = free[sl]
             if mass.press_mm > 0:
                 flare_here = FLARE_OF[cv.T[sl]]
-                dented = np.isin(flare_here, PRESSABLE) & cavity[sl] & (organ_depth_mm(anat, cv.x[sl], cv.y[sl], cv.z[sl]) < mass.press_mm)
+                dented = np.isin(flare_here, list(DENTED_ORGANS.values())) & cavity[sl] & (organ_depth_mm(anat, cv.x[sl], cv.y[sl], cv.z[sl]) < mass.press_mm)
                 if mass.fat_plane_mm > 0:
                     plane = dented & (v >= 0) & (v < mass.fat_plane_mm / float(np.mean(base_of(mass.shape).r)))
                     cv.put(sl, plane, ID["visceral_fat"])
                 where = where | dented
             cv.put(sl, (v < 0) & where, ID[mass.name])
-
-
-PRESSABLE = (1, 2, 3)   # the liver, the kidneys and the spleen give way; the thin pancreas is left whole
 
 
 def _paint_sinus(anat, cv, side, sinus, pelvis, cavity) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from app.synth.anatomy import Anatomy
 from app.synth.appearance import FATTY_DROP_HU
 from app.synth.painting import paint
+from app.synth.pathology import DENTED_ORGANS
 from app.synth.realism_pathology import lesion_hu_problems, lesion_problems, parenchyma
 from app.synth.structures import FLARE_OF, ID
 
@@ -117,8 +118,7 @@ def position_problems(f: AnatomyFacts) -> list[str]:
     return [msg for ok, msg, needs in rules if not ok and all(has[n] for n in needs)]
 
 
-DENTABLE = ("liver", "kidney", "spleen")   # what a mass pressed into an organ may make smaller
-DENT_SHARE = 0.15
+DENT_SHARE = 0.15   # how much smaller an organ that a mass presses into may be
 
 
 def allowed_ml(variants: list[str], bulging: set[str] = frozenset(), dented: bool = False) -> dict[str, tuple[float, float]]:
@@ -129,7 +129,7 @@ def allowed_ml(variants: list[str], bulging: set[str] = frozenset(), dented: boo
     for variant in variants:
         for organ, lo_hi in VARIANT_ML.get(variant.replace("_right", "").replace("_left", ""), {}).items():
             allowed[organ] = lo_hi
-    return {organ: (lo * (1 - DENT_SHARE) if dented and organ in DENTABLE else lo, hi * 1.5 if organ in bulging else hi)
+    return {organ: (lo * (1 - DENT_SHARE) if dented and organ in DENTED_ORGANS else lo, hi * 1.5 if organ in bulging else hi)
             for organ, (lo, hi) in allowed.items()}
 
 
@@ -175,8 +175,8 @@ def case_problems(seed: int, index: int, size: str, sick: bool = False) -> list[
     ph = make_phantom(seed, index, size, sick)
     names = {lab: name for name, lab in ORGAN_LABEL.items()}
     bulging = {names[les.organ] for les in anat.pathology.lesions if les.exophytic}
-    dented = any(mass.press_mm > 0 for mass in anat.pathology.distractors)
-    issues = position_problems(facts) + volume_problems(facts, ph.info["variants"], bulging, dented) + lesion_problems(anat)
+    issues = (position_problems(facts) + volume_problems(facts, ph.info["variants"], bulging, anat.pathology.dents_organs)
+              + lesion_problems(anat))
     if not ph.info["random_contrast"]:
         calibration, fatty = ph.info["calibration_hu"], tuple(ph.info["fatty"])
         issues += hu_problems(ph.info["phase"], organ_median_hu(ph.image, ph.labels, ph.structures), calibration, fatty)
