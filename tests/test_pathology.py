@@ -143,6 +143,21 @@ def test_lesion_hu_by_phase_and_conspicuity(sick_phantoms):
     assert any("not hypodense" in p for p in problems) and any("outside" in p for p in problems)
 
 
+def test_lesion_hu_is_measured_on_its_core_not_its_blurred_rim():
+    """A small cyst in fat whose rim blur mixes with the fat: its median over all its voxels is
+    far below water, its core's is water, and only a wrong core is a problem."""
+    from app.synth.realism_pathology import lesion_hu_problems
+    structures = np.full((12, 12, 12), ID["visceral_fat"], np.uint8)
+    structures[3:9, 3:9, 3:9] = ID["abdominal_cyst"]
+    image = np.full(structures.shape, -100, np.int16)
+    image[3:9, 3:9, 3:9] = -50              # the rim, half way to fat
+    image[4:8, 4:8, 4:8] = 5                # the core, water
+    assert np.median(image[structures == ID["abdominal_cyst"]]) < -10
+    assert lesion_hu_problems("portal", image, structures, 0.0) == []
+    image[4:8, 4:8, 4:8] = 60               # a cyst whose core is soft tissue is caught
+    assert any("abdominal_cyst" in p for p in lesion_hu_problems("portal", image, structures, 0.0))
+
+
 def test_thick_slices_integrate_the_patient_and_keep_the_centre_label(monkeypatch):
     """Partial volume: with sub-slice sampling the labels are those of the slice centres, and the
     image differs from point sampling only where a structure changes within the slice."""

@@ -27,8 +27,11 @@ LESION_CASE_P = 0.5        # share of patients with lesions in their organs
 DISTRACTOR_P = {"adrenal_mass": 0.12, "retroperitoneal_mass": 0.14, "mesenteric_mass": 0.08,
                 "lymph_node": 0.2, "abdominal_cyst": 0.08}
 ASCITES_P, EFFUSION_P = 0.12, 0.1
-# `sick` phantoms (app synth --sick), for measuring: lesions in every organ, distractors often
-SICK_DISTRACTOR_P, SICK_FLUID_P = 0.5, 0.4
+# `sick` phantoms (app synth --sick): lesions in every organ, distractors often; the masses that
+# press into an organ most often, since they are the ones hardest to tell from it
+SICK_DISTRACTOR_P = {"adrenal_mass": 0.7, "retroperitoneal_mass": 0.7, "mesenteric_mass": 0.5,
+                     "lymph_node": 0.5, "abdominal_cyst": 0.5}
+SICK_FLUID_P = 0.4
 
 
 @dataclass
@@ -321,7 +324,7 @@ def _blob(rng, c, radius: float, lobulated: float = 0.1) -> Ellipsoid:
 
 def _draw_distractors(anat, rng, path: Pathology, sick: bool) -> None:
     u, s, out = rng.uniform, anat.s, path.distractors
-    p = {kind: SICK_DISTRACTOR_P for kind in DISTRACTOR_P} if sick else DISTRACTOR_P
+    p = SICK_DISTRACTOR_P if sick else DISTRACTOR_P
     if rng.random() < p["adrenal_mass"]:
         adrenal = anat.adrenals[int(rng.integers(2))]
         out.append(_mass(anat, rng, "adrenal_mass", adrenal.c, u(10, 35) * s))

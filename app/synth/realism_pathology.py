@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from app.synth.pathology import base_of
 from app.synth.structures import ID, STRUCTURES
@@ -26,7 +27,7 @@ LESION_HU = {
     "retroperitoneal_mass": {"native": (15, 60), "arterial": (25, 85), "portal": (30, 100), "delayed": (30, 90)},
     "lymph_node": {"native": (20, 60), "arterial": (40, 95), "portal": (45, 110), "delayed": (45, 100)},
 }
-MIN_VOXELS = 60   # smaller lesions are mostly rim: their median says more about blur than tissue
+MIN_VOXELS = 60   # smaller cores say more about blur than tissue
 
 
 def lesion_problems(anat) -> list[str]:
@@ -57,7 +58,8 @@ def lesion_hu_problems(phase: str, image: np.ndarray, structures: np.ndarray, ca
     organ around them where it defines them (not in a fatty liver, darker itself)."""
     problems, medians = [], {}
     for name, ranges in LESION_HU.items():
-        where = structures == ID[name]
+        # the core, one voxel in from the rim, where blur (up to 2.2 mm) mixes in the surroundings
+        where = ndimage.binary_erosion(structures == ID[name])
         if where.sum() < MIN_VOXELS:
             continue
         medians[name] = hu = float(np.median(image[where])) - calibration_hu
