@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--structures", action="store_true",
                         help="also write the full label map of every structure (OUT/structures/)")
     parser.add_argument("--sick", action="store_true",
-                        help="lesions in every organ and distractors in about half the cases (a set for "
-                             "measuring lesion recall and distractor false positives)")
+                        help="lesions in every organ and distractors in half the cases or more (adrenal and "
+                             "retroperitoneal masses in 70 %%): a set for measuring lesion recall and "
+                             "distractor false positives, or sick training cases")
 
 
 def case_name(prefix: str, seed: int, index: int) -> str:

@@ -58,7 +58,7 @@ def lesion_hu_problems(phase: str, image: np.ndarray, structures: np.ndarray, ca
     organ around them where it defines them (not in a fatty liver, darker itself)."""
     problems, medians = [], {}
     for name, ranges in LESION_HU.items():
-        # the core, one voxel in from the rim, where blur (up to 2.2 mm) mixes in the surroundings
+        # the core, one voxel in from the rim: less of the blur that mixes in the surroundings
         where = ndimage.binary_erosion(structures == ID[name])
         if where.sum() < MIN_VOXELS:
             continue
