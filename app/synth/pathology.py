@@ -319,7 +319,7 @@ def _push_out_of_organs(anat, shape: Ellipsoid, clearance: float, steps: int = 8
 def _blob(rng, c, radius: float, lobulated: float = 0.1) -> Ellipsoid:
     r = radius * rng.uniform(0.8, 1.2, 3)
     wave = Wave.random(rng, 5, (radius, 3 * radius + 10), lobulated) if lobulated else None
-    return Ellipsoid(np.asarray(c, np.float32), r.astype(np.float32), rotation(*rng.uniform(-np.pi, np.pi, 3)), wave)
+    return Ellipsoid(np.array(c, np.float32), r.astype(np.float32), rotation(*rng.uniform(-np.pi, np.pi, 3)), wave)
 
 
 def _draw_distractors(anat, rng, path: Pathology, sick: bool) -> None:
@@ -328,11 +328,13 @@ def _draw_distractors(anat, rng, path: Pathology, sick: bool) -> None:
     if rng.random() < p["adrenal_mass"]:
         adrenal = anat.adrenals[int(rng.integers(2))]
         out.append(_mass(anat, rng, "adrenal_mass", adrenal.c, u(10, 35) * s))
+        adrenal.c[:] = out[-1].shape.c     # the gland goes where its mass is pushed: it grows from it
     if rng.random() < p["retroperitoneal_mass"]:
         _retroperitoneal_mass(anat, rng, out)
     if rng.random() < p["mesenteric_mass"]:
         loop = anat.small_bowel[int(rng.integers(len(anat.small_bowel)))][0]
         out.append(_mass(anat, rng, "mesenteric_mass", loop.pts[1], u(20, 50) * s, 0.15))
+        loop.pts[1] = out[-1].shape.c      # and the loop's middle where its mesentery's mass is
     if rng.random() < p["lymph_node"]:
         for _ in range(int(rng.integers(2, 11))):
             out.append(_mass(anat, rng, "lymph_node", _node_site(anat, rng), u(5, 15) * s, 0.05))
