@@ -1,6 +1,6 @@
 """Where a distractor's false positives lie: the distance of each of its voxels that a mask
-labels as an organ to the nearest reference organ voxel. False positives within half a grid
-voxel of the organ are a matter of resolution; far ones, of telling the tissue apart.
+labels as an organ to the nearest reference organ voxel. False positives within a voxel of the
+network's grid from the organ are a matter of resolution; far ones, of telling the tissue apart.
 
     python -m bench.distractor_margin --pred build/eval/new_sick31 --set build/eval2031sick [--kind ascites]
 
@@ -36,7 +36,10 @@ def main(argv=None) -> int:
     ap.add_argument("--set", type=Path, required=True)
     ap.add_argument("--kind", default="ascites")
     args = ap.parse_args(argv)
-    kind_id = {name: int(i) for i, name in json.loads((args.set / "structures.json").read_text()).items()}[args.kind]
+    ids = {name: int(i) for i, name in json.loads((args.set / "structures.json").read_text()).items()}
+    if args.kind not in ids:
+        ap.error(f"--kind {args.kind!r} is no structure of {args.set} (see its structures.json)")
+    kind_id = ids[args.kind]
     total = np.zeros(len(EDGES_MM) - 1, int)
     for path in sorted((args.set / "structures").glob("*.nii.gz")):
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(args.pred / path.name)))
