@@ -29,8 +29,8 @@ DISTRACTOR_P = {"adrenal_mass": 0.12, "retroperitoneal_mass": 0.14, "mesenteric_
 ASCITES_P, EFFUSION_P = 0.12, 0.1
 # `sick` phantoms (app synth --sick): lesions in every organ, distractors often; the masses that
 # press into an organ most often, since they are the ones hardest to tell from it
-SICK_DISTRACTOR_P = {"adrenal_mass": 0.7, "retroperitoneal_mass": 0.7, "mesenteric_mass": 0.5,
-                     "lymph_node": 0.5, "abdominal_cyst": 0.5}
+PRESSING_MASSES = ("adrenal_mass", "retroperitoneal_mass")
+SICK_DISTRACTOR_P = {kind: 0.7 if kind in PRESSING_MASSES else 0.5 for kind in DISTRACTOR_P}
 SICK_FLUID_P = 0.4
 
 
