@@ -6,8 +6,9 @@ rendered as drawn and with one property of the scanner shifted, each predicted a
 The maintainers' real CTs show livers trimmed at their edges (docs/training.md, the measured real
 CTs). A mask that shrinks when the image is blurrier, noisier or calibrated differently than the
 training phantoms says which difference to the real CT can trim it; one that holds rules it out.
-Per organ the table gives the mean DSC and the volume ratio (predicted over reference volume,
-pooled over the cases: below 1, the masks are smaller than the organs). Every variant renders the
+Per organ the table gives the mean DSC and the volume ratio (the predicted voxels of all cases
+over their reference voxels, so a case weighs by its voxel count: below 1, the masks are smaller
+than the organs; each case's own ratio is in the lines above the table). Every variant renders the
 same anatomy, field of view and noise draw; only the named property changes. Cases drawn with
 random contrast are skipped, as in `bench.edge_profile`. Phantoms, not patients.
 """
