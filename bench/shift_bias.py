@@ -23,6 +23,8 @@ import SimpleITK as sitk
 from app.labels import ORGANS
 from app.synth.anatomy import Anatomy
 from app.synth.appearance import KEEP_UNDER_RANDOM, Appearance, draw_appearance
+from app.synth.compare import phantom_image
+from app.synth.phantom import Phantom
 from app.synth.scanner import random_grid, render
 from app.synth.structures import FLARE_OF, TISSUE_OF
 
@@ -53,11 +55,8 @@ def render_variant(seed: int, index: int, change, size: str) -> tuple[sitk.Image
     look = change(draw_appearance(rng))
     grid = random_grid(rng, anat, size)
     image, structures = render(anat, look, grid, rng)
-    itk = sitk.GetImageFromArray(image)
-    itk.SetSpacing([float(v) for v in grid.spacing])
-    itk.SetOrigin([float(v) for v in grid.origin])
-    itk.SetDirection([float(v) for v in grid.direction.flatten()])
-    return itk, FLARE_OF[structures], look
+    labels = FLARE_OF[structures]
+    return phantom_image(Phantom(image, labels, structures, grid, {})), labels, look
 
 
 def score(pred: np.ndarray, ref: np.ndarray) -> dict[str, tuple[float, int, int]]:
