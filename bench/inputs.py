@@ -28,10 +28,7 @@ def phantom(size=(512, 512, 200), seed: int = 4242) -> sitk.Image:
     """A synthetic phantom (a seed never used in training) resampled to exactly `size` voxels."""
     from app.synth.phantom import make_case
     image, _, grid, _ = make_case(seed, 0, "full")
-    itk = sitk.GetImageFromArray(image)
-    itk.SetSpacing(grid.spacing)
-    itk.SetOrigin([float(v) for v in grid.origin])
-    itk.SetDirection([float(v) for v in grid.direction.flatten()])
+    itk = grid.image(image)
     extent = np.array(itk.GetSize()) * np.array(itk.GetSpacing())
     return resample_to(itk, extent / np.array(size), size)
 

@@ -54,14 +54,6 @@ def find_case(seed: int, field: str, sick: bool, tries: int = 200) -> int:
     raise RuntimeError(f"no {field} case in the first {tries} of seed {seed}")
 
 
-def _image(array: np.ndarray, grid) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing([float(v) for v in grid.spacing])
-    image.SetOrigin([float(v) for v in grid.origin])
-    image.SetDirection([float(v) for v in grid.direction.flatten()])
-    return image
-
-
 def make_cases(folder: Path, seed: int) -> list[str]:
     """CT and reference labels of every case, made once and kept in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,8 +72,8 @@ def make_cases(folder: Path, seed: int) -> list[str]:
             continue
         index = find_case(seed, field, sick=True)
         phantom = make_phantom(seed, index, "full", sick=True)
-        sitk.WriteImage(_image(phantom.image, phantom.grid), str(folder / f"{name}_ct.nii.gz"), True)
-        sitk.WriteImage(_image(phantom.labels, phantom.grid), str(folder / f"{name}_labels.nii.gz"), True)
+        sitk.WriteImage(phantom.grid.image(phantom.image), str(folder / f"{name}_ct.nii.gz"), True)
+        sitk.WriteImage(phantom.grid.image(phantom.labels), str(folder / f"{name}_labels.nii.gz"), True)
         print(f"made {name}: seed {seed} case {index}, {phantom.info['shape_xyz']} voxels", flush=True)
     return names
 

@@ -105,6 +105,21 @@ def test_directions_vary_and_spacing_ranges():
     assert fields == {"liver", "abdomen", "abdomen_pelvis", "chest_abdomen_pelvis"}
 
 
+def test_grid_image_places_each_voxel_where_the_grid_says():
+    from app.synth.anatomy import Anatomy
+    from app.synth.scanner import random_grid
+    rng = np.random.default_rng([3, 7])
+    grid = random_grid(rng, Anatomy(rng), "small")
+    nx, ny, nz = 5, 4, 3
+    array = np.arange(nx * ny * nz, dtype=np.int16).reshape(nz, ny, nx)
+    image = grid.image(array)
+    assert image.GetSize() == (nx, ny, nz)
+    index = (4, 1, 2)                                   # (x, y, z)
+    expected = grid.origin + grid.direction @ (np.array(index) * np.array(grid.spacing))
+    np.testing.assert_allclose(image.TransformIndexToPhysicalPoint(index), expected, atol=1e-6)
+    assert image.GetPixel(index) == array[2, 1, 4]
+
+
 def test_organs_overlap_in_hu():
     """Per-case organ HU overlap within one phase: intensity alone cannot separate the organs."""
     from app.synth.appearance import draw_appearance

@@ -58,12 +58,8 @@ def _write_one(job):
     if structures:
         writes.append((ph.structures, Path(out) / "structures" / f"{name}.nii.gz"))
     for arr, path in writes:
-        itk = sitk.GetImageFromArray(arr)
-        itk.SetSpacing([float(v) for v in grid.spacing])
-        itk.SetOrigin([float(v) for v in grid.origin])
-        itk.SetDirection([float(v) for v in grid.direction.flatten()])
         path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(itk, str(path), True)
+        sitk.WriteImage(grid.image(arr), str(path), True)
     info["name"] = name
     info["seed"] = seed
     info["index"] = index

@@ -10,11 +10,7 @@ from app.synth.phantom import Phantom
 
 
 def phantom_image(ph: Phantom) -> sitk.Image:
-    image = sitk.GetImageFromArray(ph.image)
-    image.SetSpacing([float(v) for v in ph.grid.spacing])
-    image.SetOrigin([float(v) for v in ph.grid.origin])
-    image.SetDirection([float(v) for v in ph.grid.direction.flatten()])
-    return image
+    return ph.grid.image(ph.image)
 
 
 def side_by_side(ph: Phantom, real_ct: str | Path, real_labels: str | Path, out_png: str | Path) -> None:

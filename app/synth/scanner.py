@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from app.synth.anatomy import Anatomy
@@ -31,6 +32,14 @@ class Grid:
     origin: np.ndarray
     direction: np.ndarray            # 3x3, columns = index axes in LPS
     field: str = "abdomen"
+
+    def image(self, array: np.ndarray) -> sitk.Image:
+        """`array` ((z, y, x), as the generator draws it) as an image placed on this grid."""
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing([float(v) for v in self.spacing])
+        image.SetOrigin([float(v) for v in self.origin])
+        image.SetDirection([float(v) for v in self.direction.flatten()])
+        return image
 
 
 def field_of_view(rng, anat: Anatomy) -> tuple[str, float, float]:
