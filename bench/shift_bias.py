@@ -6,9 +6,10 @@ rendered as drawn and with one property of the scanner shifted, each predicted a
 The maintainers' real CTs show livers trimmed at their edges (docs/training.md, the measured real
 CTs). A mask that shrinks when the image is blurrier, noisier or calibrated differently than the
 training phantoms says which difference to the real CT can trim it; one that holds rules it out.
-Per organ the table gives the mean DSC and the volume ratio (the predicted voxels of all cases
-over their reference voxels, so a case weighs by its voxel count: below 1, the masks are smaller
-than the organs; each case's own ratio is in the lines above the table). Every variant renders the
+Per organ the table gives the mean DSC and the volume ratio (the predicted millilitres of all
+cases over their reference millilitres, so a case weighs by its organ's volume, not by how finely
+it is sampled: below 1, the masks are smaller than the organs; each case's own ratio is in the
+lines above the table). Every variant renders the
 same anatomy, field of view and noise draw; only the named property changes. Cases drawn with
 random contrast are skipped, as in `bench.edge_profile`. Phantoms, not patients.
 """
@@ -59,13 +60,14 @@ def render_variant(seed: int, index: int, change, size: str) -> tuple[sitk.Image
     return phantom_image(Phantom(image, labels, structures, grid, {})), labels, look
 
 
-def score(pred: np.ndarray, ref: np.ndarray) -> dict[str, tuple[float, int, int]]:
-    """Per organ: (DSC, predicted voxels, reference voxels)."""
+def score(pred: np.ndarray, ref: np.ndarray, voxel_ml: float = 1.0) -> dict[str, tuple[float, float, float]]:
+    """Per organ: (DSC, predicted ml, reference ml)."""
     out = {}
     for organ in ORGANS:
         p, r = pred == organ.label, ref == organ.label
         both = int(p.sum() + r.sum())
-        out[organ.name] = (2 * float((p & r).sum()) / both if both else 1.0, int(p.sum()), int(r.sum()))
+        dsc = 2 * float((p & r).sum()) / both if both else 1.0
+        out[organ.name] = (dsc, float(p.sum()) * voxel_ml, float(r.sum()) * voxel_ml)
     return out
 
 
@@ -73,7 +75,8 @@ def summary_row(name: str, scores: list[dict]) -> str:
     cells = []
     for organ in ORGANS:
         dsc = np.mean([s[organ.name][0] for s in scores])
-        ratio = sum(s[organ.name][1] for s in scores) / max(1, sum(s[organ.name][2] for s in scores))
+        reference_ml = sum(s[organ.name][2] for s in scores)
+        ratio = sum(s[organ.name][1] for s in scores) / reference_ml if reference_ml else float("nan")
         cells.append(f"{dsc:.3f} ({ratio:.2f})")
     return f"| {name} | " + " | ".join(cells) + " |"
 
@@ -100,9 +103,10 @@ def main(argv=None) -> int:
             if look.random_contrast:
                 continue
             pred = sitk.GetArrayFromImage(predictor.predict_image(image))
-            s = score(pred, ref)
+            s = score(pred, ref, float(np.prod(image.GetSpacing())) / 1000)
             rows[name].append(s)
-            print(name, i, " ".join(f"{k} {v[0]:.3f} {v[1] / max(1, v[2]):.2f}" for k, v in s.items()), flush=True)
+            print(name, i, " ".join(f"{k} {v[0]:.3f} {v[1] / v[2] if v[2] else float('nan'):.2f}"
+                                    for k, v in s.items()), flush=True)
     print(f"mean DSC (volume ratio predicted/reference), weights {args.weights}, seed {args.seed}")
     print("| variant | " + " | ".join(o.name for o in ORGANS) + " |")
     print("|---|" + "---|" * len(ORGANS))

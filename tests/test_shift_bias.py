@@ -4,7 +4,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from app.synth.phantom import make_phantom
-from bench.shift_bias import VARIANTS, render_variant, score
+from bench.shift_bias import VARIANTS, render_variant, score, summary_row
 
 
 def test_as_drawn_is_the_generators_phantom():
@@ -34,6 +34,17 @@ def test_score_counts_volumes_and_dice():
     ref[:2] = 1
     pred = np.zeros_like(ref)
     pred[:1] = 1
-    s = score(pred, ref)
-    assert s["liver"] == (2 * 16 / (16 + 32), 16, 32)
-    assert s["kidney"] == (1.0, 0, 0)
+    s = score(pred, ref, voxel_ml=0.5)
+    assert s["liver"] == (2 * 16 / (16 + 32), 8.0, 16.0)
+    assert s["kidney"] == (1.0, 0.0, 0.0)
+
+
+def test_summary_ratio_weighs_cases_by_volume_not_voxel_count():
+    coarse_ref = np.zeros((2, 2, 2), np.uint8)
+    coarse_ref[:] = 1                                   # 8 voxels of 1 ml: predicted all
+    fine_ref = np.ones((4, 4, 4), np.uint8)             # 64 voxels of 0.125 ml: predicted half
+    fine_pred = fine_ref.copy()
+    fine_pred[:2] = 0
+    scores = [score(coarse_ref, coarse_ref, 1.0), score(fine_pred, fine_ref, 0.125)]
+    liver_cell = summary_row("x", scores).split("|")[2]
+    assert "(0.75)" in liver_cell                       # (8 + 4) / (8 + 8) ml; by voxels it would be 0.56
