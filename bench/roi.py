@@ -149,35 +149,43 @@ def main(argv=None) -> int:
                   for net, weights, mode, paired in networks for roi in (False, True)}
     timed = "demo" if args.no_timing else "flare"
     orientation = predictors["demo", True].plan.training_orientation
-    rows, totals = [], {"passes_whole": 0, "passes_two": 0, "s_whole": 0.0, "s_two": 0.0}
+    rows = []
     for name in names:
-        image = sitk.ReadImage(str(args.work / "cases" / f"{name}_ct.nii.gz"))
-        labels = sitk.ReadImage(str(args.work / "cases" / f"{name}_labels.nii.gz"))
-        runs = {key: run_case(p, image) for key, p in predictors.items()}
-        whole, two = runs[timed, False], runs[timed, True]
-        recall = min(region_recall(labels, runs[net, True]["roi"], orientation) for net, *_ in networks)
-        dice = dice_of_arrays(runs["demo", True]["mask"], runs["demo", False]["mask"])
-        # against the reference labels too: a mask that moved with the tiles may have moved either way
-        reference = sitk.GetArrayFromImage(labels)
-        accuracy = {"whole": dice_of_arrays(runs["demo", False]["mask"], reference),
-                    "two_stage": dice_of_arrays(runs["demo", True]["mask"], reference)}
-        row = {"case": name, "shape_xyz": list(image.GetSize()), "region_fraction": two["roi"].get("region_fraction"),
-               "fallback": two["roi"].get("fallback"), "passes_whole": whole["passes"], "passes_two": two["passes"],
-               "s_whole": round(whole["seconds"], 2), "s_two": round(two["seconds"], 2),
-               "localiser_s": two["stages"].get("localiser"), "stages_whole": whole["stages"],
-               "stages_two": two["stages"], "region_recall": round(recall, 5), "dice_vs_full": dice,
-               "voxels_differing": int((runs["demo", True]["mask"] != runs["demo", False]["mask"]).sum()),
-               "dice_vs_reference": accuracy}
-        rows.append(row)
-        for key in totals:
-            totals[key] += row[key]
-        print(json.dumps(row), flush=True)
+        rows.append(_case_row(args.work / "cases", name, predictors, [net for net, *_ in networks], timed, orientation))
+        print(json.dumps(rows[-1]), flush=True)
     _print_table(rows)
     (args.work / f"roi_results_{args.tiles}_{args.agreement_mode}.json").write_text(
         json.dumps({"rows": rows, "features": None if args.no_timing else args.features,
                     "agreement_mode": args.agreement_mode, **options}, indent=1))
-    passes_ratio = totals["passes_whole"] / max(1, totals["passes_two"])
-    time_ratio = totals["s_whole"] / max(1e-9, totals["s_two"])
+    _print_summary(rows)
+    return 0
+
+
+def _case_row(folder: Path, name: str, predictors: dict, nets: list[str], timed: str, orientation) -> dict:
+    """One case through every predictor: the timed network's passes and seconds, whole volume against
+    two-stage, and the demo folds' masks against each other and against the reference labels."""
+    image = sitk.ReadImage(str(folder / f"{name}_ct.nii.gz"))
+    labels = sitk.ReadImage(str(folder / f"{name}_labels.nii.gz"))
+    runs = {key: run_case(p, image) for key, p in predictors.items()}
+    whole, two = runs[timed, False], runs[timed, True]
+    recall = min(region_recall(labels, runs[net, True]["roi"], orientation) for net in nets)
+    dice = dice_of_arrays(runs["demo", True]["mask"], runs["demo", False]["mask"])
+    # against the reference labels too: a mask that moved with the tiles may have moved either way
+    reference = sitk.GetArrayFromImage(labels)
+    accuracy = {"whole": dice_of_arrays(runs["demo", False]["mask"], reference),
+                "two_stage": dice_of_arrays(runs["demo", True]["mask"], reference)}
+    return {"case": name, "shape_xyz": list(image.GetSize()), "region_fraction": two["roi"].get("region_fraction"),
+            "fallback": two["roi"].get("fallback"), "passes_whole": whole["passes"], "passes_two": two["passes"],
+            "s_whole": round(whole["seconds"], 2), "s_two": round(two["seconds"], 2),
+            "localiser_s": two["stages"].get("localiser"), "stages_whole": whole["stages"],
+            "stages_two": two["stages"], "region_recall": round(recall, 5), "dice_vs_full": dice,
+            "voxels_differing": int((runs["demo", True]["mask"] != runs["demo", False]["mask"]).sum()),
+            "dice_vs_reference": accuracy}
+
+
+def _print_summary(rows: list[dict]) -> None:
+    passes_ratio = sum(r["passes_whole"] for r in rows) / max(1, sum(r["passes_two"] for r in rows))
+    time_ratio = sum(r["s_whole"] for r in rows) / max(1e-9, sum(r["s_two"] for r in rows))
     recall = min(r["region_recall"] for r in rows)
     min_dice = min(min(r["dice_vs_full"].values()) for r in rows)
     gain = min(r["dice_vs_reference"]["two_stage"][k] - r["dice_vs_reference"]["whole"][k]
@@ -186,7 +194,6 @@ def main(argv=None) -> int:
           f"{gain:+.4f}")
     print(f"passes_ratio={passes_ratio:.2f} time_ratio={time_ratio:.2f} region_recall={recall:.4f} "
           f"min_dice_vs_full={min_dice:.4f}")
-    return 0
 
 
 def _print_table(rows: list[dict]) -> None:
