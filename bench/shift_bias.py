@@ -24,8 +24,6 @@ import SimpleITK as sitk
 from app.labels import ORGANS
 from app.synth.anatomy import Anatomy
 from app.synth.appearance import KEEP_UNDER_RANDOM, Appearance, draw_appearance
-from app.synth.compare import phantom_image
-from app.synth.phantom import Phantom
 from app.synth.scanner import random_grid, render
 from app.synth.structures import FLARE_OF, TISSUE_OF
 
@@ -56,8 +54,7 @@ def render_variant(seed: int, index: int, change, size: str) -> tuple[sitk.Image
     look = change(draw_appearance(rng))
     grid = random_grid(rng, anat, size)
     image, structures = render(anat, look, grid, rng)
-    labels = FLARE_OF[structures]
-    return phantom_image(Phantom(image, labels, structures, grid, {})), labels, look
+    return grid.image(image), FLARE_OF[structures], look
 
 
 def score(pred: np.ndarray, ref: np.ndarray, voxel_ml: float = 1.0) -> dict[str, tuple[float, float, float]]:

@@ -9,17 +9,13 @@ from app.preview import render_preview
 from app.synth.phantom import Phantom
 
 
-def phantom_image(ph: Phantom) -> sitk.Image:
-    return ph.grid.image(ph.image)
-
-
 def side_by_side(ph: Phantom, real_ct: str | Path, real_labels: str | Path, out_png: str | Path) -> None:
     from PIL import Image
 
     real = sitk.ReadImage(str(real_ct))
     real_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(real_labels)))
     title = f"phantom ({ph.info['phase']}, {ph.info['field']}, synthetic)"
-    top = render_preview(phantom_image(ph), ph.labels, title).image
+    top = render_preview(ph.grid.image(ph.image), ph.labels, title).image
     bottom = render_preview(real, real_mask, "real CT (reference labels)").image
     canvas = Image.new("RGB", (top.width, top.height + bottom.height))
     canvas.paste(top, (0, 0))
