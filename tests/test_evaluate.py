@@ -257,3 +257,26 @@ def test_table_mean_and_sd():
     assert stats["liver"]["dsc_sd"] == pytest.approx(0.1)
     assert stats["pancreas"]["nsd_mean"] == pytest.approx(0.3)
     assert "0.8000" in report.format_table(cases)
+
+
+def test_volume_ratio_is_pooled_over_millilitres_of_cases_with_a_prediction(tmp_path):
+    """A trimmed liver in a coarse case and a swollen one in a fine case: the ratio weighs each case
+    by its reference millilitres, not by its voxel count; a missing prediction does not enter it."""
+    shape = (20, 20, 20)
+    gt = np.zeros(shape, np.uint8)
+    gt[2:12, 2:12, 2:12] = 1                  # 1000 voxels of liver
+    trimmed, swollen = gt.copy(), gt.copy()
+    trimmed[2:12, 2:12, 2:7] = 0              # 500 voxels left
+    swollen[12:14, 2:12, 2:12] = 1            # 1200 voxels
+    coarse, fine = (2.0, 2.0, 2.0), (1.0, 1.0, 1.0)   # 8 ul and 1 ul a voxel
+    for name, spacing, pred in (("coarse.nii.gz", coarse, trimmed), ("fine.nii.gz", fine, swollen)):
+        save_labels(tmp_path / "gt" / name, gt, affine_for(spacing))
+        save_labels(tmp_path / "pred" / name, pred, affine_for(spacing))
+    save_labels(tmp_path / "gt" / "unpredicted.nii.gz", gt, affine_for(fine))
+    result = scoring.score_folder(tmp_path / "pred", tmp_path / "gt")
+    coarse_case = next(case for case in result.cases if case.name == "coarse.nii.gz")
+    assert coarse_case.volume_ml[1] == pytest.approx((4.0, 8.0))
+    expected = (500 * 8 + 1200 * 1) / (1000 * 8 + 1000 * 1)
+    assert report.pooled_volume_ratio(result.cases, 1) == pytest.approx(expected)
+    assert np.isnan(report.pooled_volume_ratio(result.cases, 2))   # no kidney in any reference
+    assert f"{expected:.3f}" in report.format_table(result.cases)

@@ -39,19 +39,29 @@ def organ_statistics(cases: Sequence[CaseScore]) -> list[dict]:
         nsd = np.array([case.nsd[organ.label] for case in cases], dtype=float)
         rows.append({"label": organ.label, "organ": organ.name,
                      "dsc_mean": dsc.mean(), "dsc_sd": dsc.std(),
-                     "nsd_mean": nsd.mean(), "nsd_sd": nsd.std()})
+                     "nsd_mean": nsd.mean(), "nsd_sd": nsd.std(),
+                     "volume_ratio": pooled_volume_ratio(cases, organ.label)})
     return rows
+
+
+def pooled_volume_ratio(cases: Sequence[CaseScore], label: int) -> float:
+    """Predicted over reference millilitres, summed over the cases with a prediction (a case weighs
+    by its organ's volume); below 1 the masks are smaller than the organs. NaN without a reference."""
+    volumes = [case.volume_ml[label] for case in cases if label in case.volume_ml]
+    reference = sum(ref for _, ref in volumes)
+    return sum(pred for pred, _ in volumes) / reference if reference > 0 else float("nan")
 
 
 def format_table(cases: Sequence[CaseScore]) -> str:
     rows = organ_statistics(cases)
-    lines = [f"{'organ':<12}{'DSC mean':>10}{'sd':>8}{'NSD-1mm mean':>14}{'sd':>8}"]
+    lines = [f"{'organ':<12}{'DSC mean':>10}{'sd':>8}{'NSD-1mm mean':>14}{'sd':>8}{'volume ratio':>14}"]
     for row in rows:
         lines.append(f"{row['label']} {row['organ']:<10}{row['dsc_mean']:>10.4f}{row['dsc_sd']:>8.4f}"
-                     f"{row['nsd_mean']:>14.4f}{row['nsd_sd']:>8.4f}")
+                     f"{row['nsd_mean']:>14.4f}{row['nsd_sd']:>8.4f}{row['volume_ratio']:>14.3f}")
     lines.append(f"{'all organs':<12}{np.mean([r['dsc_mean'] for r in rows]):>10.4f}{'':>8}"
                  f"{np.mean([r['nsd_mean'] for r in rows]):>14.4f}")
-    lines.append(f"({len(cases)} cases; sd is the population standard deviation over cases)")
+    lines.append(f"({len(cases)} cases; sd is the population standard deviation over cases; volume ratio:"
+                 f" predicted over reference ml, pooled over the cases with a prediction)")
     return "\n".join(lines)
 
 

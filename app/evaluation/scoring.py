@@ -36,6 +36,8 @@ class CaseScore:
     dsc: dict[int, float] = field(default_factory=dict)
     nsd: dict[int, float] = field(default_factory=dict)
     missing: bool = False  # no prediction for this ground-truth case: scores are 0
+    # per label: (predicted ml, reference ml); empty for a missing prediction
+    volume_ml: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,7 +97,15 @@ def score_case(gt_path: Path, pred_path: Path, on_arrays=None) -> CaseScore:
     dsc, nsd = score_masks(gt, pred, spacing)
     if on_arrays is not None:
         on_arrays(gt, pred, spacing)
-    return CaseScore(gt_path.name, dsc, nsd)
+    return CaseScore(gt_path.name, dsc, nsd, volume_ml=mask_volumes_ml(gt, pred, spacing))
+
+
+def mask_volumes_ml(gt: np.ndarray, pred: np.ndarray, spacing) -> dict[int, tuple[float, float]]:
+    """Per label: (predicted ml, reference ml). Their ratio says whether masks are trimmed or swollen,
+    which DSC alone does not."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return {organ.label: (float(np.count_nonzero(pred == organ.label)) * voxel_ml,
+                          float(np.count_nonzero(gt == organ.label)) * voxel_ml) for organ in ORGANS}
 
 
 def _pathology_scorer(structures_dir: Path, name: str, scores, roles):

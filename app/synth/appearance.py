@@ -69,7 +69,7 @@ def draw_appearance(rng: np.random.Generator) -> Appearance:
         phase=phase, random_contrast=random_contrast, structure_hu=structure_hu.astype(np.float32),
         textured=TEXTURED[TISSUE_OF], texture=Wave.random(rng, 6, (12, 60), 1.0), texture_amp=u(3, 12),
         bias=Wave.random(rng, 3, (200, 500), 1.0), bias_amp=u(0, 25),
-        noise_hu=u(4, 35), noise_corr=u(0.0, 1.0), psf_mm=u(0.5, 3.2), slice_sigma=u(0.2, 0.7),
+        noise_hu=u(4, 55), noise_corr=u(0.0, 1.0), psf_mm=u(0.5, 3.2), slice_sigma=u(0.2, 0.7),
         calibration_hu=calibration, fatty=() if random_contrast else fatty)   # random contrast redraws organs
 
 

@@ -17,7 +17,7 @@ from app.synth.appearance import draw_appearance
 from app.synth.scanner import Grid, random_grid, render
 from app.synth.structures import FLARE_OF
 
-GENERATOR_VERSION = 14  # bumped whenever a seed's phantoms change
+GENERATOR_VERSION = 15  # bumped whenever a seed's phantoms change
 
 
 @dataclass
