@@ -21,6 +21,9 @@ from dataclasses import replace
 import numpy as np
 import SimpleITK as sitk
 
+from app.evaluation.report import pooled_volume_ratio
+from app.evaluation.scoring import CaseScore, mask_volumes_ml
+from app.evaluation.surface import dice
 from app.labels import ORGANS
 from app.synth.anatomy import Anatomy
 from app.synth.appearance import KEEP_UNDER_RANDOM, Appearance, draw_appearance
@@ -57,24 +60,16 @@ def render_variant(seed: int, index: int, change, size: str) -> tuple[sitk.Image
     return grid.image(image), FLARE_OF[structures], look
 
 
-def score(pred: np.ndarray, ref: np.ndarray, voxel_ml: float = 1.0) -> dict[str, tuple[float, float, float]]:
-    """Per organ: (DSC, predicted ml, reference ml)."""
-    out = {}
-    for organ in ORGANS:
-        p, r = pred == organ.label, ref == organ.label
-        both = int(p.sum() + r.sum())
-        dsc = 2 * float((p & r).sum()) / both if both else 1.0
-        out[organ.name] = (dsc, float(p.sum()) * voxel_ml, float(r.sum()) * voxel_ml)
-    return out
+def score(pred: np.ndarray, ref: np.ndarray, spacing=(10.0, 10.0, 10.0)) -> CaseScore:
+    """Per organ the DSC and (predicted ml, reference ml), as `app evaluate` scores a case."""
+    volumes = mask_volumes_ml(ref, pred, spacing)
+    dsc = {organ.label: dice(ref == organ.label, pred == organ.label) for organ in ORGANS}
+    return CaseScore("", dsc, volume_ml=volumes)
 
 
-def summary_row(name: str, scores: list[dict]) -> str:
-    cells = []
-    for organ in ORGANS:
-        dsc = np.mean([s[organ.name][0] for s in scores])
-        reference_ml = sum(s[organ.name][2] for s in scores)
-        ratio = sum(s[organ.name][1] for s in scores) / reference_ml if reference_ml else float("nan")
-        cells.append(f"{dsc:.3f} ({ratio:.2f})")
+def summary_row(name: str, scores: list[CaseScore]) -> str:
+    cells = [f"{np.mean([s.dsc[organ.label] for s in scores]):.3f} ({pooled_volume_ratio(scores, organ.label):.2f})"
+             for organ in ORGANS]
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
@@ -100,10 +95,10 @@ def main(argv=None) -> int:
             if look.random_contrast:
                 continue
             pred = sitk.GetArrayFromImage(predictor.predict_image(image))
-            s = score(pred, ref, float(np.prod(image.GetSpacing())) / 1000)
+            s = score(pred, ref, image.GetSpacing())
             rows[name].append(s)
-            print(name, i, " ".join(f"{k} {v[0]:.3f} {v[1] / v[2] if v[2] else float('nan'):.2f}"
-                                    for k, v in s.items()), flush=True)
+            print(name, i, " ".join(f"{o.name} {s.dsc[o.label]:.3f} {pooled_volume_ratio([s], o.label):.2f}"
+                                    for o in ORGANS), flush=True)
     print(f"mean DSC (volume ratio predicted/reference), weights {args.weights}, seed {args.seed}")
     print("| variant | " + " | ".join(o.name for o in ORGANS) + " |")
     print("|---|" + "---|" * len(ORGANS))

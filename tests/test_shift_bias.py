@@ -34,9 +34,9 @@ def test_score_counts_volumes_and_dice():
     ref[:2] = 1
     pred = np.zeros_like(ref)
     pred[:1] = 1
-    s = score(pred, ref, voxel_ml=0.5)
-    assert s["liver"] == (2 * 16 / (16 + 32), 8.0, 16.0)
-    assert s["kidney"] == (1.0, 0.0, 0.0)
+    s = score(pred, ref, spacing=(10.0, 5.0, 10.0))      # 0.5 ml a voxel
+    assert s.dsc[1] == 2 * 16 / (16 + 32) and s.volume_ml[1] == (8.0, 16.0)
+    assert s.dsc[2] == 1.0 and s.volume_ml[2] == (0.0, 0.0)
 
 
 def test_summary_ratio_weighs_cases_by_volume_not_voxel_count():
@@ -45,6 +45,6 @@ def test_summary_ratio_weighs_cases_by_volume_not_voxel_count():
     fine_ref = np.ones((4, 4, 4), np.uint8)             # 64 voxels of 0.125 ml: predicted half
     fine_pred = fine_ref.copy()
     fine_pred[:2] = 0
-    scores = [score(coarse_ref, coarse_ref, 1.0), score(fine_pred, fine_ref, 0.125)]
+    scores = [score(coarse_ref, coarse_ref, (10.0, 10.0, 10.0)), score(fine_pred, fine_ref, (5.0, 5.0, 5.0))]
     liver_cell = summary_row("x", scores).split("|")[2]
     assert "(0.75)" in liver_cell                       # (8 + 4) / (8 + 8) ml; by voxels it would be 0.56
