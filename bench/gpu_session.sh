@@ -1,10 +1,11 @@
 #!/bin/sh
 # One run of at most 10 minutes on a GPU machine without network access (see BENCHMARKS.md,
 # docs/training.md):
-#  1. install the wheels carried in .whl/ (packages that machine lacks);
-#  2. continue the demo model on all 40 phantoms on the GPU for a fixed wall-clock budget
-#     (preprocessed phantoms and the starting checkpoint carried in .devcarry/train_data.tar.xz,
-#     see docs/training.md); the folds are fine-tuned from it afterwards on a CPU;
+#  1. install the wheels carried in .whl/ (packages that machine lacks), where there are any;
+#  2. continue the demo model on the carried phantoms on the GPU for a fixed wall-clock budget:
+#     the preprocessed task and the starting checkpoint travel in .devcarry/train_data.tar.xz,
+#     made by `python -m bench.gpu_carry pack` (docs/training.md); the folds are fine-tuned from
+#     the result afterwards on a CPU;
 #  3. the GPU benchmark (bench/gpu.sh) in the time left, stock nnU-Net last and capped.
 # What is worth keeping lands in $OUT (default bench/out/gpu_session), in a few files.
 set -u
@@ -13,27 +14,32 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/gpu_session}
 BUDGET=${BUDGET:-560}          # seconds for the whole script
 TRAIN_MIN=${TRAIN_MIN:-3.5}    # training wall-clock budget, minutes
-# INIT_MODEL: starting checkpoint inside the tarball (default stage2_all.model; stage5_all.model
-# is the model behind the current weights). WARM_LR: its initial learning rate (default 0.01).
+CARRY=${CARRY:-.devcarry/train_data.tar.xz}
+# WARM_LR: the starting checkpoint's initial learning rate (default: the trainer's 0.01).
+# BATCH (8) and ITERATIONS (150 a epoch) size the training; DEST is where the carry is unpacked.
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-PYTHONPATH=/tmp/site:$PWD
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+fi
+PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONPATH PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 nproc >> "$OUT/nvidia-smi.txt"
 
-D=/tmp/demo
-mkdir -p $D/Task501_Phantoms/imagesTr $D/Task501_Phantoms/labelsTr
-tar -C $D -xJf .devcarry/train_data.tar.xz || exit 1
+D=${DEST:-/tmp/demo}
+rm -rf "$D"
+TASK=$(python3 -m bench.gpu_carry unpack --carry "$CARRY" --dest "$D" --print-task) || exit 1
+echo "unpacked $TASK after $(( $(date +%s) - T0 )) s"
 WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
-timeout $(( 60 * ${TRAIN_MIN%.*} + 90 )) python3 -m app train --task-dir $D/Task501_Phantoms --work-dir $D/work \
-    --planner small --folds --warm-start-epochs 1000 --warm-start-init "$D/${INIT_MODEL:-stage2_all.model}" \
+timeout $(( 60 * ${TRAIN_MIN%.*} + 90 )) python3 -m app train --task-dir "$D/$TASK" --work-dir "$D/work" \
+    --planner small --folds --warm-start-epochs 1000 --warm-start-init "$D/init.model" \
     ${WARM_LR:+--warm-start-lr "$WARM_LR"} --iterations "${ITERATIONS:-150}" --val-iterations 4 \
-    --time-budget-min "$TRAIN_MIN" --batch-size 8 \
+    --time-budget-min "$TRAIN_MIN" --batch-size "${BATCH:-8}" \
     --da-workers "$WORKERS" --processes 8 --seed 11 > "$OUT/train.log" 2>&1
 echo "train exit $? after $(( $(date +%s) - T0 )) s"
-M=$D/work/nnUNet_results/nnUNet/3d_fullres/Task501_Phantoms/ScaledCEToDiceTrainer__nnUNetPlans_small/all
+M=$D/work/nnUNet_results/nnUNet/3d_fullres/$TASK/ScaledCEToDiceTrainer__nnUNetPlans_small/all
 (cd $M && tar -czf "$OUT/all_model.tar.gz" model_final_checkpoint.model model_final_checkpoint.model.pkl \
     progress.png training_log_*.txt) || echo "no trained model"
 grep -E "time budget|Average global|This epoch took" "$OUT/train.log" | tail -4
