@@ -4,11 +4,13 @@ epochs -> validation -> export -> `python -m app predict` accepts the weights.
 It checks the pipeline, not accuracy (a few iterations learn nothing useful)."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +89,8 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
 
 def test_parallel_folds_fit_their_time_budget(tmp_path):
     """Two folds trained side by side in their own processes (the parent unpacks the data once),
-    each fitting its epochs to a wall-clock budget, with a batch size other than the plan's;
+    each fitting its epochs to a wall-clock budget, with a batch size and a network width other
+    than the plan's;
     the manifest records what each fold did."""
     py = sys.executable
     task = tmp_path / "Task597_Par"
@@ -96,6 +99,7 @@ def test_parallel_folds_fit_their_time_budget(tmp_path):
     work = tmp_path / "work"
     res = _run([py, "-m", "app", "train", "--task-dir", str(task), "--planner", "small", "--folds", "0", "1",
                 "--parallel-folds", "--epochs", "50", "--time-budget-min", "0.01", "--batch-size", "3",
+                "--base-features", "12",
                 "--iterations", "2", "--val-iterations", "1", "--work-dir", str(work), "--da-workers", "1",
                 "--processes", "1", "--no-validation-tta", "--seed", "0"], tmp_path, 600)
     assert "training folds [0, 1] in parallel" in res.stdout
@@ -111,10 +115,17 @@ def test_parallel_folds_fit_their_time_budget(tmp_path):
     trained = sorted(work.glob("nnUNet_results/nnUNet/3d_fullres/Task597_Par/ScaledCEToDiceTrainer__*/fold_*/"
                                "model_final_checkpoint.model"))
     assert len(trained) == 2
-    # the batch-size override reached the trainers: nnunet's debug.json holds their attributes
+    # the overrides reached the trainers (nnunet's debug.json holds their attributes), and the
+    # checkpoints hold the wider network and record it in their plans, which the export reads
     for checkpoint in trained:
         debug = json.loads((checkpoint.parent / "debug.json").read_text())
-        assert debug["batch_size"] == "3"
+        assert debug["batch_size"] == "3" and debug["base_num_features"] == "12"
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        assert saved["state_dict"]["conv_blocks_context.0.blocks.0.conv.weight"].shape[0] == 12
+        with open(str(checkpoint) + ".pkl", "rb") as f:
+            assert pickle.load(f)["plans"]["base_num_features"] == 12
+    with open(trained[0].parents[1] / "plans.pkl", "rb") as f:
+        assert pickle.load(f)["base_num_features"] == 12
 
 
 def test_localiser_alone_needs_exported_folds_before_it_trains(tmp_path):

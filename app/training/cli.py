@@ -80,6 +80,9 @@ def _add_hardware_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples per training batch instead of the plan's (a GPU runs a small plan's batch "
                              "of 2 hardly faster than a batch of 8)")
+    parser.add_argument("--base-features", type=int, default=None,
+                        help="the network's base feature count instead of the plan's (a wider network; start it "
+                             "from a trained one widened by `python -m app.training.widen`)")
     parser.add_argument("--parallel-folds", action="store_true",
                         help="train the folds at the same time, one process each (logs in WORK_DIR/parallel)")
     parser.add_argument("--measure-predict-on", type=Path, default=None,
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
                       warm_start_epochs=args.warm_start_epochs, warm_start_iterations=args.warm_start_iterations,
                       warm_start_init=args.warm_start_init, warm_start_lr=args.warm_start_lr,
                       fold_initial_lr=args.fold_initial_lr,
-                      fold_init=args.fold_init, batch_size=args.batch_size, parallel_folds=args.parallel_folds,
+                      fold_init=args.fold_init, batch_size=args.batch_size, base_features=args.base_features,
+                      parallel_folds=args.parallel_folds,
                       resume=args.resume, stop_after_epochs=args.stop_after_epochs,
                       validation_cases=args.validation_cases, prepare_only=args.prepare_only,
                       localiser_epochs=args.localiser_epochs, localiser_iterations=args.localiser_iterations,

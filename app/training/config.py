@@ -40,6 +40,7 @@ class TrainConfig:
     # Wall-clock budget per fold: the epoch count is fitted to it after a few epochs (see trainer).
     time_budget_s: float | None = None
     batch_size: int | None = None           # None: the plan's
+    base_features: int | None = None        # None: the plan's; else a wider (or narrower) network
     parallel_folds: bool = False            # one process per fold (a GPU with room for several)
     resume: bool = False                    # --continue: unfinished folds go on from their latest checkpoint
     stop_after_epochs: int | None = None    # end this invocation after so many epochs per fold (checkpointed)
@@ -53,7 +54,7 @@ class TrainConfig:
 
     @property
     def scaled_trainer(self) -> bool:
-        return self.time_budget_s is not None or self.batch_size is not None
+        return self.time_budget_s is not None or self.batch_size is not None or self.base_features is not None
 
 
 PATH_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if "Path" in str(f.type)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
     Two optional knobs, set the same way:
     - `batch_size_override`: samples per batch instead of the plan's (a GPU runs a small plan's
       batch of 2 no faster than a batch of 8);
+    - `base_features_override`: the network's base feature count instead of the plan's (a wider
+      network, started from a trained one by app.training.widen);
     - `time_budget_s`: after `CALIBRATION_EPOCHS` epochs, max_num_epochs is fitted to the wall-clock
       budget once, so that the CE-to-Dice schedule and the poly learning rate still run their full
       course. A run that falls far behind its estimate stops at `OVERRUN_FACTOR` x the budget.
@@ -38,6 +41,7 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
     """
 
     batch_size_override: int | None = None
+    base_features_override: int | None = None
     time_budget_s: float | None = None
     CALIBRATION_EPOCHS = 3
     OVERRUN_FACTOR = 1.15
@@ -47,9 +51,17 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
     _elapsed_before = 0.0       # budget seconds spent by the invocations before this one
 
     def process_plans(self, plans):
+        if self.base_features_override:
+            # in the plans themselves, so that checkpoints and the export record the network trained
+            plans["base_num_features"] = int(self.base_features_override)
         super().process_plans(plans)
         if self.batch_size_override:
             self.batch_size = int(self.batch_size_override)
+
+    def save_debug_information(self):
+        super().save_debug_information()  # also copies the plans file to plans.pkl, which the export reads
+        if self.base_features_override:
+            _write_atomic_bytes(Path(self.output_folder_base) / "plans.pkl", pickle.dumps(self.plans))
 
     def run_training(self):
         self._budget_start = time.monotonic() - self._elapsed_before
@@ -124,6 +136,10 @@ def trainer_class_for(epochs: int, scaled: bool = False):
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    _write_atomic_bytes(path, text.encode())
+
+
+def _write_atomic_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
