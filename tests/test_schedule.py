@@ -45,6 +45,28 @@ def test_invalid_epochs():
         loss_weights(0, 0)
 
 
+@pytest.mark.parametrize("start,epoch,expected", [
+    (0.0, 5, (2, 0)),          # the whole schedule: as loss_weights
+    (0.75, 0, (0, 2)),         # a fine-tune after a finished schedule: Dice from its first epoch
+    (0.75, 40, (0, 2)),
+    (0.5, 0, (2, 0)),          # from the hand-over's start: CE first, Dice by the half-way epoch
+    (0.5, 10, (1, 1)),         # effective epoch 20 + 10 = 25 of 40: half-way through 20-30
+    (0.5, 20, (0, 2)),
+])
+def test_a_run_can_cover_the_schedule_from_a_later_point(start, epoch, expected):
+    from app.training.schedule import loss_weights_from
+
+    assert loss_weights_from(epoch, 40, start) == pytest.approx(expected)
+
+
+def test_the_start_fraction_must_leave_some_schedule():
+    from app.training.schedule import loss_weights_from
+
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="start_fraction"):
+            loss_weights_from(0, 40, bad)
+
+
 def test_loss_stays_wrapped_for_deep_supervision():
     pytest.importorskip("nnunet")
     from nnunet.training.loss_functions.deep_supervision import MultipleOutputLoss2

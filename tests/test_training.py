@@ -5,6 +5,7 @@ It checks the pipeline, not accuracy (a few iterations learn nothing useful)."""
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     res = _run([py, "-m", "app", "train", "--task-dir", str(task), "--planner", "small", "--folds", "0",
                 "--epochs", "2", "--iterations", "2", "--val-iterations", "1", "--work-dir", str(tmp_path / "work"),
                 "--da-workers", "1", "--processes", "1", "--no-validation-tta", "--seed", "0",
-                "--out", str(weights), "--measure-predict-on", str(case),
+                "--out", str(weights), "--measure-predict-on", str(case), "--fold-schedule-start", "0.75",
                 "--localiser-epochs", "1", "--localiser-iterations", "2"], tmp_path, 600)
     assert "[train] exported to" in res.stdout
     assert "[train] localiser exported to" in res.stdout
@@ -45,6 +46,11 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     assert manifest["trainer"].endswith("ScaledCEToDiceTrainer")
     assert manifest["epochs"] == 2 and manifest["iterations_per_epoch"] == 2
     assert manifest["planner"] == "small"
+    # the fold's run covered the schedule's Dice-only part: no epoch on cross-entropy
+    assert manifest["fold_schedule_start"] == 0.75
+    fold_log = next((tmp_path / "work").glob("nnUNet_results/nnUNet/3d_fullres/Task598_Tiny/*/fold_0/training_log_*"))
+    weights_logged = re.findall(r"weight ce (\S+) weight dice (\S+)", fold_log.read_text())
+    assert weights_logged and all(float(ce) == 0.0 and float(dice) == 2.0 for ce, dice in weights_logged)
     assert manifest["plan"]["base_num_features"] == 8
     assert manifest["plan"]["parameters"] > 100_000
     assert "training_wall_seconds" in manifest and "git_commit" in manifest

@@ -80,6 +80,9 @@ def _add_hardware_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples per training batch instead of the plan's (a GPU runs a small plan's batch "
                              "of 2 hardly faster than a batch of 8)")
+    parser.add_argument("--fold-schedule-start", type=float, default=0.0,
+                        help="the folds' runs cover the CE-to-Dice loss schedule from this fraction on (default 0: "
+                             "all of it; 0.75: Dice only, for fold fine-tunes of a model that ended in Dice)")
     parser.add_argument("--base-features", type=int, default=None,
                         help="the network's base feature count instead of the plan's (a wider network; start it "
                              "from a trained one widened by `python -m app.training.widen`)")
@@ -119,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
+    if not 0.0 <= args.fold_schedule_start < 1.0:
+        raise SystemExit(f"--fold-schedule-start must be in [0, 1), got {args.fold_schedule_start}")
     desc = json.loads(args.data_description.read_text()) if args.data_description else {}
     cfg = TrainConfig(task_dir=args.task_dir, work_dir=args.work_dir, out=args.out, folds=tuple(args.folds),
                       epochs=args.epochs, iterations=args.iterations, val_iterations=args.val_iterations,
@@ -129,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
                       warm_start_epochs=args.warm_start_epochs, warm_start_iterations=args.warm_start_iterations,
                       warm_start_init=args.warm_start_init, warm_start_lr=args.warm_start_lr,
                       fold_initial_lr=args.fold_initial_lr,
-                      fold_init=args.fold_init, batch_size=args.batch_size, base_features=args.base_features,
+                      fold_init=args.fold_init, fold_schedule_start=args.fold_schedule_start,
+                      batch_size=args.batch_size, base_features=args.base_features,
                       parallel_folds=args.parallel_folds,
                       resume=args.resume, stop_after_epochs=args.stop_after_epochs,
                       validation_cases=args.validation_cases, prepare_only=args.prepare_only,

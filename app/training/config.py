@@ -37,6 +37,9 @@ class TrainConfig:
     warm_start_lr: float | None = None      # None: nnunet's 1e-2
     fold_initial_lr: float | None = None    # None: nnunet's 1e-2
     fold_init: Path | None = None           # start every fold from this checkpoint (no warm-start run)
+    # the folds' runs cover the CE-to-Dice schedule from this fraction on (0: all of it; 0.75:
+    # Dice only, for fine-tunes of a model that ended its own schedule in Dice)
+    fold_schedule_start: float = 0.0
     # Wall-clock budget per fold: the epoch count is fitted to it after a few epochs (see trainer).
     time_budget_s: float | None = None
     batch_size: int | None = None           # None: the plan's
@@ -54,7 +57,8 @@ class TrainConfig:
 
     @property
     def scaled_trainer(self) -> bool:
-        return self.time_budget_s is not None or self.batch_size is not None or self.base_features is not None
+        return (self.time_budget_s is not None or self.batch_size is not None or self.base_features is not None
+                or self.fold_schedule_start > 0)
 
 
 PATH_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if "Path" in str(f.type)}

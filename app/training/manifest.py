@@ -104,6 +104,7 @@ def build_manifest(cfg: TrainConfig, plans_file: Path, task: str, results: list[
         "validation_cases": "all held-out cases" if cfg.validation_cases is None else cfg.validation_cases,
         "fold_init": None if cfg.fold_init is None else cfg.fold_init.name,
         "fold_initial_lr": cfg.fold_initial_lr,
+        "fold_schedule_start": cfg.fold_schedule_start,
         "warm_start": None if warm is None else {
             "what": "every fold started from one model first trained on all cases (fold 'all') with the "
                     "same trainer; a CPU-budget shortcut of the demo, so the cross-validation numbers are "

@@ -17,7 +17,7 @@ def breakpoints(max_epochs: int) -> tuple[float, float]:
     return CE_END_FRACTION * max_epochs, DICE_START_FRACTION * max_epochs
 
 
-def loss_weights(epoch: int, max_epochs: int) -> tuple[float, float]:
+def loss_weights(epoch: float, max_epochs: int) -> tuple[float, float]:
     """(weight_ce, weight_dice) used after `epoch` (nnunet's update_loss is called with the epoch
     that just finished)."""
     if epoch < 0 or epoch > max_epochs:
@@ -29,6 +29,15 @@ def loss_weights(epoch: int, max_epochs: int) -> tuple[float, float]:
         frac = (epoch - b1) / (b2 - b1)
         return TOTAL_WEIGHT - TOTAL_WEIGHT * frac, TOTAL_WEIGHT * frac
     return 0.0, TOTAL_WEIGHT
+
+
+def loss_weights_from(epoch: int, max_epochs: int, start_fraction: float = 0.0) -> tuple[float, float]:
+    """`loss_weights` for a run whose epochs cover only the schedule's part from `start_fraction`
+    on: a fine-tune of a model that finished its own schedule continues where it ended (0.75:
+    Dice only) instead of going back to cross-entropy."""
+    if not 0.0 <= start_fraction < 1.0:
+        raise ValueError(f"start_fraction must be in [0, 1), got {start_fraction}")
+    return loss_weights(start_fraction * max_epochs + (1.0 - start_fraction) * epoch, max_epochs)
 
 
 def epochs_for_budget(budget_s: float, elapsed_s: float, seconds_per_epoch: float, epochs_done: int) -> int:

@@ -13,7 +13,7 @@ from nnunet.training.network_training.nnUNet_variants.loss_function.nnUNetTraine
     nnUNetTrainerV2_graduallyTransitionFromCEToDice,
 )
 
-from app.training.schedule import epochs_for_budget, loss_weights
+from app.training.schedule import epochs_for_budget, loss_weights_from
 
 STOCK_TRAINER = nnUNetTrainerV2_graduallyTransitionFromCEToDice
 STOCK_EPOCHS = 1000
@@ -32,6 +32,8 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
       batch of 2 no faster than a batch of 8);
     - `base_features_override`: the network's base feature count instead of the plan's (a wider
       network, started from a trained one by app.training.widen);
+    - `schedule_start`: the run covers the CE-to-Dice schedule from this fraction on (0.75: Dice
+      only, for fold fine-tunes of a model that ended its schedule in Dice);
     - `time_budget_s`: after `CALIBRATION_EPOCHS` epochs, max_num_epochs is fitted to the wall-clock
       budget once, so that the CE-to-Dice schedule and the poly learning rate still run their full
       course. A run that falls far behind its estimate stops at `OVERRUN_FACTOR` x the budget.
@@ -42,6 +44,7 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
 
     batch_size_override: int | None = None
     base_features_override: int | None = None
+    schedule_start: float = 0.0    # the part of the CE-to-Dice schedule this run covers starts here
     time_budget_s: float | None = None
     CALIBRATION_EPOCHS = 3
     OVERRUN_FACTOR = 1.15
@@ -120,9 +123,14 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
             self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s: {per_epoch:.2f} s per epoch, "
                                    f"max_num_epochs set to {self.max_num_epochs}")
 
+    def initialize(self, training=True, force_load_plans=False):
+        super().initialize(training, force_load_plans)
+        if self.schedule_start:
+            self.update_loss()   # nnunet starts every run on cross-entropy; this one starts later
+
     def update_loss(self):
         epoch = min(self.epoch, self.max_num_epochs)
-        weight_ce, weight_dice = loss_weights(epoch, self.max_num_epochs)
+        weight_ce, weight_dice = loss_weights_from(epoch, self.max_num_epochs, self.schedule_start)
         self.print_to_log_file("weight ce", weight_ce, "weight dice", weight_dice)
         loss = DC_and_CE_loss({'batch_dice': self.batch_dice, 'smooth': 1e-5, 'do_bg': False}, {},
                               weight_ce=weight_ce, weight_dice=weight_dice)
