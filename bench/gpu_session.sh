@@ -17,6 +17,7 @@ TRAIN_MIN=${TRAIN_MIN:-3.5}    # training wall-clock budget, minutes
 CARRY=${CARRY:-.devcarry/train_data.tar.xz}
 # WARM_LR: the starting checkpoint's initial learning rate (default: the trainer's 0.01).
 # BATCH (8) and ITERATIONS (150 a epoch) size the training; DEST is where the carry is unpacked.
+# BASE_FEATURES: the network's width, where the carried model was widened (app.training.widen).
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 if [ -d .whl ]; then
@@ -36,7 +37,7 @@ WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 timeout $(( 60 * ${TRAIN_MIN%.*} + 90 )) python3 -m app train --task-dir "$D/$TASK" --work-dir "$D/work" \
     --planner small --folds --warm-start-epochs 1000 --warm-start-init "$D/init.model" \
     ${WARM_LR:+--warm-start-lr "$WARM_LR"} --iterations "${ITERATIONS:-150}" --val-iterations 4 \
-    --time-budget-min "$TRAIN_MIN" --batch-size "${BATCH:-8}" \
+    --time-budget-min "$TRAIN_MIN" --batch-size "${BATCH:-8}" ${BASE_FEATURES:+--base-features "$BASE_FEATURES"} \
     --da-workers "$WORKERS" --processes 8 --seed 11 > "$OUT/train.log" 2>&1
 echo "train exit $? after $(( $(date +%s) - T0 )) s"
 M=$D/work/nnUNet_results/nnUNet/3d_fullres/$TASK/ScaledCEToDiceTrainer__nnUNetPlans_small/all
