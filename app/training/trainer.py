@@ -27,7 +27,7 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
     `max_num_epochs`, `num_batches_per_epoch` and `num_val_batches_per_epoch` are set by the caller
     right after construction (before initialize()).
 
-    Two optional knobs, set the same way:
+    Optional knobs, set the same way:
     - `batch_size_override`: samples per batch instead of the plan's (a GPU runs a small plan's
       batch of 2 no faster than a batch of 8);
     - `base_features_override`: the network's base feature count instead of the plan's (a wider
@@ -139,7 +139,7 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
 
 def trainer_class_for(epochs: int, scaled: bool = False):
     """nnunet's own class for the stock length, the scaled subclass otherwise (or when asked,
-    for a time budget or a batch-size override)."""
+    for a time budget, a batch size or width other than the plan's, or a later schedule start)."""
     return STOCK_TRAINER if epochs == STOCK_EPOCHS and not scaled else ScaledCEToDiceTrainer
 
 

@@ -1,9 +1,9 @@
 """A wider Generic_UNet that computes exactly what a trained one computes, as a starting point.
 
 The demo plan's network (8 base features, 0.35 M parameters) scores no better on the phantoms it
-trained on than on unseen ones (docs/training.md, the fit probe): it lacks capacity, not data.
-Training a wider one from scratch costs far more samples than a CPU session gives. Widening the
-trained one keeps what it learned (Net2WiderNet, Chen et al., 2016):
+trained on than on unseen ones (docs/training.md, the fit probe): it underfits, and more phantoms
+of the same kind do not lift it. Training a wider one from scratch costs far more samples than a
+CPU session gives. Widening the trained one keeps what it learned (Net2WiderNet, Chen et al., 2016):
 
 - every output channel of a layer is repeated `factor` times (filter, bias and instance-norm
   parameters copied), so each copy carries the same activation: instance norm normalises each
@@ -40,12 +40,8 @@ def _split(tensor: torch.Tensor, axis: int, factor: int, generator: torch.Genera
     width = tensor.shape[axis]
     shares = torch.rand((factor, width), generator=generator, dtype=torch.float64) + 0.5
     shares = (shares / shares.sum(0, keepdim=True)).to(tensor.dtype)
-    shape = [1] * tensor.dim()
-    copies = []
-    for r in range(factor):
-        shape[axis] = width
-        copies.append(tensor * shares[r].reshape(shape))
-    return torch.cat(copies, dim=axis)
+    shape = [width if i == axis else 1 for i in range(tensor.dim())]
+    return torch.cat([tensor * shares[r].reshape(shape) for r in range(factor)], dim=axis)
 
 
 def _widen_inputs(name: str, tensor: torch.Tensor, axis: int, factor: int, generator) -> torch.Tensor:
