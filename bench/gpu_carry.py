@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 LEVELS = 255
-PLAN_FILES = ("dataset.json", "dataset_properties.pkl", "splits_final.pkl")
+SPLITS = "splits_final.pkl"
+PLAN_FILES = ("dataset.json", "dataset_properties.pkl", SPLITS)
 MANIFEST = "carry.json"
 
 
@@ -35,7 +36,7 @@ def quantise(image: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def dequantise(codes: np.ndarray, low: float, scale: float) -> np.ndarray:
-    return (codes.astype(np.float32) * np.float32(scale) + np.float32(low)).astype(np.float32)
+    return codes.astype(np.float32) * np.float32(scale) + np.float32(low)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -67,9 +68,12 @@ def pack(work: Path, task: str, init: Path, out: Path, raw_dataset_json: Path | 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     cases = 0
+    subset = max_cases is not None and any(len(list(d.glob("*.npz"))) > max_cases for d in stage_dirs)
+    # a subset's folds would name cases left behind: without the split, nnU-Net draws one from what came
+    plan_files = tuple(name for name in PLAN_FILES if not (subset and name == SPLITS))
     with tarfile.open(tmp, "w:xz") as tar:  # the .pkl files hold voxel coordinates: they shrink ~5x
         for path in sorted(pre.iterdir()):
-            if path.is_file() and (path.name in PLAN_FILES or path.name.endswith((".preprocessed", "_plans_3D.pkl"))):
+            if path.is_file() and (path.name in plan_files or path.name.endswith((".preprocessed", "_plans_3D.pkl"))):
                 tar.add(path, f"pre/{path.name}")
         for stage_dir in stage_dirs:
             for npz in _evenly_spaced(sorted(stage_dir.glob("*.npz")), max_cases):

@@ -25,6 +25,7 @@ def _work_folder(root, rng):
     (pre / "nnUNetPlans_small_plans_3D.pkl").write_bytes(b"plans")
     (pre / "nnUNetPlans_small.preprocessed").write_text("done")
     (pre / "dataset.json").write_text(json.dumps({"name": "carry"}))
+    (pre / "splits_final.pkl").write_bytes(pickle.dumps([{"train": ["case_a"], "val": ["case_b"]}]))
     (root / "init.model").write_bytes(b"weights")
     (root / "init.model.pkl").write_bytes(b"init info")
     return cases
@@ -48,6 +49,7 @@ def test_pack_then_unpack_gives_back_the_preprocessed_task(tmp_path):
         assert pickle.loads((pre / "nnUNetData_plans_small_stage0" / f"{name}.pkl").read_bytes()) == {"case": name}
     assert (pre / "nnUNetPlans_small_plans_3D.pkl").read_bytes() == b"plans"
     assert (pre / "nnUNetPlans_small.preprocessed").is_file()
+    assert pickle.loads((pre / "splits_final.pkl").read_bytes()) == [{"train": ["case_a"], "val": ["case_b"]}]
     assert json.loads((dest / TASK / "dataset.json").read_text()) == {"name": "carry"}
     assert (dest / TASK / "imagesTr").is_dir() and (dest / TASK / "labelsTr").is_dir()
     assert (dest / "init.model").read_bytes() == b"weights"
@@ -65,6 +67,9 @@ def test_a_subset_is_spread_over_the_cases(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "gpu" / "work" / "nnUNet_preprocessed" / TASK
                                    / "nnUNetData_plans_small_stage0").glob("*.npz"))
     assert kept == ["case_a.npz", "case_c.npz", "case_e.npz"]
+    # the full task's split names cases that stayed behind: nnU-Net must draw a new one
+    assert not (tmp_path / "gpu" / "work" / "nnUNet_preprocessed" / TASK / "splits_final.pkl").exists()
+    assert (tmp_path / "gpu" / "work" / "nnUNet_preprocessed" / TASK / "dataset.json").is_file()
 
 
 def test_a_work_folder_without_preprocessed_data_is_refused(tmp_path):
