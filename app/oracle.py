@@ -123,6 +123,8 @@ def v1_folder_from_weights(weights_dir: Path, out_dir: Path, folds=None) -> Path
     stage["pool_op_kernel_sizes"] = net["pool_op_kernel_sizes"]
     stage["conv_kernel_sizes"] = net["conv_kernel_sizes"]
     plans["conv_per_stage"] = net.get("conv_per_stage", 2)
+    if "segmentation_export_params" in plan:
+        plans["segmentation_export_params"] = plan["segmentation_export_params"]
     available = sorted(int(p.stem.split("_")[1]) for p in weights_dir.glob("fold_*.safetensors"))
     states = {f: load_file(str(weights_dir / f"fold_{f}.safetensors")) for f in (folds or available)}
     pp = json.loads((weights_dir / "postprocessing.json").read_text())

@@ -14,7 +14,7 @@ import pickle
 import re
 from pathlib import Path
 
-from app.inference.weights import FORMAT_VERSION, sha256_of
+from app.inference.weights import FORMAT_VERSION, STOCK_EXPORT_PARAMS, export_order_z, sha256_of
 from app.labels import LABELS
 
 CHECKPOINT = "model_final_checkpoint.model"
@@ -30,6 +30,8 @@ def plans_to_json(plans: dict, mirror_axes=(0, 1, 2), training_orientation: str 
     if len(schemes) != 1:
         raise ValueError(f"expected one input channel (CT), plans have {len(schemes)}")
     intensity = plans["dataset_properties"]["intensityproperties"][0]
+    export_params = {**STOCK_EXPORT_PARAMS, **(plans.get("segmentation_export_params") or {})}
+    export_order_z(export_params)  # refused here, not at the first prediction
     return {
         "format_version": FORMAT_VERSION,
         "network": {
@@ -54,6 +56,7 @@ def plans_to_json(plans: dict, mirror_axes=(0, 1, 2), training_orientation: str 
         },
         "mirror_axes": [int(a) for a in mirror_axes],
         "separate_z_anisotropy_threshold": 3.0,
+        "segmentation_export_params": export_params,
         "labels": {str(k): v for k, v in {0: "background", **LABELS}.items()},
         "training_orientation": training_orientation,
         "data_identifier": plans.get("data_identifier"),
@@ -128,6 +131,20 @@ def update_manifest(out_dir: Path, extra: dict) -> None:
     manifest = json.loads(path.read_text())
     files = manifest.pop("files")
     _write_json(path, {**manifest, **extra, "files": files})
+
+
+def set_interpolation_order_z(out_dir: Path, order_z: int) -> None:
+    """Set the export's interpolation along the low-resolution axis (v1's segmentation_export_params
+    interpolation_order_z: 0 nearest, 1 linear) in an exported folder's plans.json and its hash.
+    Stock nnU-Net honours the same setting from plans.pkl (app.oracle.v1_folder_from_weights)."""
+    out_dir = Path(out_dir)
+    plan = json.loads((out_dir / "plans.json").read_text())
+    params = {**STOCK_EXPORT_PARAMS, **(plan.get("segmentation_export_params") or {}), "interpolation_order_z": order_z}
+    export_order_z(params)
+    _write_json(out_dir / "plans.json", {**plan, "segmentation_export_params": params})
+    manifest = json.loads((out_dir / "MANIFEST.json").read_text())
+    manifest["files"]["plans.json"] = sha256_of(out_dir / "plans.json")
+    _write_json(out_dir / "MANIFEST.json", manifest)
 
 
 def add_localiser(model_dir: Path, out_dir: Path, record: dict | None = None) -> Path:

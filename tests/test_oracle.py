@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from app.oracle import OURS_AS_STOCK, run_stock_predict
-from conftest import REAL_CT, dice_per_label, same_geometry, synthetic_ct
+from conftest import REAL_CT, TINY_PLAN, dice_per_label, same_geometry, synthetic_ct
 
 
 def _write_synthetic(folder):
@@ -45,3 +45,28 @@ def test_same_masks_as_stock_nnunet(make_input, tiny_v1_model, tiny_weights, run
     assert len([label for label in (1, 2, 3, 4) if (a == label).sum() > 100]) >= 2, np.bincount(a.ravel())
     dice = dice_per_label(a, b)
     assert min(dice.values()) >= 0.99, dice
+
+
+def test_plans_that_ask_for_linear_along_z_give_stocks_masks_too(run_predict_sh, tmp_path):
+    """v1 reads segmentation_export_params from the plans; with interpolation_order_z 1 the
+    export of an anisotropic case is linear along z, on both sides."""
+    from app.oracle import random_v1_model, tiny_v1_plans
+    from app.weights_export import export_model_folder, set_interpolation_order_z
+
+    plans = tiny_v1_plans(**TINY_PLAN)
+    plans["segmentation_export_params"] = {"force_separate_z": None, "interpolation_order": 1, "interpolation_order_z": 1}
+    model = random_v1_model(tmp_path / "model", plans, folds=(0,))
+    linear = export_model_folder(model, tmp_path / "linear")
+    nearest = shutil.copytree(linear, tmp_path / "nearest")
+    set_interpolation_order_z(nearest, 0)
+    name = _write_synthetic(tmp_path / "in")
+    stock = run_stock_predict(model, tmp_path / "in", tmp_path / "stock", folds=(0,), tta=False, timeout=900)
+    assert stock.returncode == 0, stock.stderr[-3000:]
+    for weights in (linear, nearest):
+        run = run_predict_sh(tmp_path / "in", tmp_path / f"out_{weights.name}", weights, "--no-tta", *OURS_AS_STOCK)
+        assert run.returncode == 0, run.stderr[-3000:]
+    stock_mask, ours, ours_nearest = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / f"{name}.nii.gz")))
+                                      for d in ("stock", "out_linear", "out_nearest"))
+    assert len([label for label in (1, 2, 3, 4) if (stock_mask == label).sum() > 100]) >= 2
+    assert min(dice_per_label(stock_mask, ours).values()) >= 0.99
+    assert (ours != ours_nearest).sum() > 1000, "linear and nearest along z should differ on this case"

@@ -12,10 +12,19 @@ from app.inference.stages import StageTimer
 from app.inference.weights import Plan
 
 
+def export_separate_axis(case: Preprocessed, plan: Plan) -> int | None:
+    """The axis that v1's export resamples by nearest neighbour, or None where it is linear along
+    every axis: isotropic enough inputs, or plans that ask for linear along the separate axis
+    (v1 then resamples in-plane and along that axis linearly, which is the 3-D linear resampling)."""
+    if plan.export_interpolation_order_z == 1:
+        return None
+    return separate_z_axis(case.original_spacing, case.spacing_after_resampling, plan.separate_z_anisotropy_threshold)
+
+
 def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan,
                           timer: StageTimer | None = None) -> np.ndarray:
     """Transpose back, resample to the cropped original shape (linear; nearest along the
-    low-resolution axis when anisotropic), argmax, and paste into the uncropped grid. Only the
+    low-resolution axis when anisotropic, unless the plan asks for linear), argmax, and paste into the uncropped grid. Only the
     uint8 labels leave the probabilities' device."""
     timer = timer or StageTimer()
     probs = probs.permute(0, *[a + 1 for a in plan.transpose_backward])
@@ -24,9 +33,7 @@ def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan,
         with timer.stage("argmax"):
             cropped = first_argmax(probs).cpu().numpy()
     else:
-        axis = separate_z_axis(case.original_spacing, case.spacing_after_resampling,
-                               plan.separate_z_anisotropy_threshold)
-        cropped = resample_argmax(probs, target, axis, timer=timer)
+        cropped = resample_argmax(probs, target, export_separate_axis(case, plan), timer=timer)
     with timer.stage("argmax"):
         mask = np.zeros(case.original_shape, dtype=np.uint8)
         mask[case.bbox] = cropped
@@ -44,7 +51,7 @@ def region_probabilities_to_mask(probs: torch.Tensor, window: tuple[slice, ...],
     timer = timer or StageTimer()
     back = plan.transpose_backward
     probs = probs.permute(0, *[a + 1 for a in back])
-    axis = separate_z_axis(case.original_spacing, case.spacing_after_resampling, plan.separate_z_anisotropy_threshold)
+    axis = export_separate_axis(case, plan)
     labels, rows = resample_window_argmax(probs, [window[a] for a in back], [grid_shape[a] for a in back],
                                           case.cropped_shape, [inside[a] for a in back], axis, timer=timer)
     with timer.stage("argmax"):

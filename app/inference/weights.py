@@ -47,6 +47,9 @@ class Plan:
     separate_z_anisotropy_threshold: float
     labels: dict[int, str]
     training_orientation: str | None = None  # e.g. "LPS"; None: inputs are used as stored
+    # v1's segmentation_export_params: 0 (its default) takes the nearest network slice along the
+    # low-resolution axis of an anisotropic input; 1 interpolates linearly along it too
+    export_interpolation_order_z: int = 0
 
     @classmethod
     def from_json(cls, data: dict) -> "Plan":
@@ -77,7 +80,23 @@ class Plan:
             separate_z_anisotropy_threshold=float(data.get("separate_z_anisotropy_threshold", 3.0)),
             labels={int(k): str(v) for k, v in data["labels"].items()},
             training_orientation=data.get("training_orientation"),
+            export_interpolation_order_z=export_order_z(data.get("segmentation_export_params")),
         )
+
+
+# v1's values when plans carry no segmentation_export_params (nnUNetTrainer.predict / predict_cases)
+STOCK_EXPORT_PARAMS = {"force_separate_z": None, "interpolation_order": 1, "interpolation_order_z": 0}
+
+
+def export_order_z(params: dict | None) -> int:
+    """The export's order along the low-resolution axis; v1's other export settings are taken as
+    its defaults only, since inference implements nothing else."""
+    params = {**STOCK_EXPORT_PARAMS, **(params or {})}
+    if params["force_separate_z"] is not None or params["interpolation_order"] != 1 \
+            or params["interpolation_order_z"] not in (0, 1):
+        raise WeightsError(f"plans.json segmentation_export_params {params} are not supported: "
+                           "force_separate_z null, interpolation_order 1, interpolation_order_z 0 or 1")
+    return int(params["interpolation_order_z"])
 
 
 @dataclass(frozen=True)
