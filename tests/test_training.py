@@ -62,6 +62,10 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
     assert len(plans["network"]["pool_op_kernel_sizes"]) == 3
     assert plans["patch_size"] == [40, 40, 40]
     assert plans["target_spacing"] == [5.0, 5.0, 5.0]
+    # the demo plan exports linearly along z, from the plans that stock nnU-Net reads too
+    assert plans["segmentation_export_params"]["interpolation_order_z"] == 1
+    model_plans = next((tmp_path / "work").glob("nnUNet_results/nnUNet/3d_fullres/Task598_Tiny/*/plans.pkl"))
+    assert pickle.loads(model_plans.read_bytes())["segmentation_export_params"]["interpolation_order_z"] == 1
     # the export records the training data's dominant orientation, which predict reorients to
     from app.training.orientation import training_orientation
     assert plans["training_orientation"] is not None
@@ -95,8 +99,8 @@ def test_tiny_training_run_exports_weights_that_predict_accepts(tmp_path):
 
 def test_parallel_folds_fit_their_time_budget(tmp_path):
     """Two folds trained side by side in their own processes (the parent unpacks the data once),
-    each fitting its epochs to a wall-clock budget, with a batch size and a network width other
-    than the plan's;
+    each fitting its epochs to a wall-clock budget, with a batch size, a network width and an export
+    setting other than the plan's;
     the manifest records what each fold did."""
     py = sys.executable
     task = tmp_path / "Task597_Par"
@@ -105,7 +109,7 @@ def test_parallel_folds_fit_their_time_budget(tmp_path):
     work = tmp_path / "work"
     res = _run([py, "-m", "app", "train", "--task-dir", str(task), "--planner", "small", "--folds", "0", "1",
                 "--parallel-folds", "--epochs", "50", "--time-budget-min", "0.01", "--batch-size", "3",
-                "--base-features", "12",
+                "--base-features", "12", "--export-interpolation-order-z", "0",
                 "--iterations", "2", "--val-iterations", "1", "--work-dir", str(work), "--da-workers", "1",
                 "--processes", "1", "--no-validation-tta", "--seed", "0"], tmp_path, 600)
     assert "training folds [0, 1] in parallel" in res.stdout
@@ -129,9 +133,12 @@ def test_parallel_folds_fit_their_time_budget(tmp_path):
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
         assert saved["state_dict"]["conv_blocks_context.0.blocks.0.conv.weight"].shape[0] == 12
         with open(str(checkpoint) + ".pkl", "rb") as f:
-            assert pickle.load(f)["plans"]["base_num_features"] == 12
+            plans = pickle.load(f)["plans"]
+        assert plans["base_num_features"] == 12
+        assert plans["segmentation_export_params"]["interpolation_order_z"] == 0   # the small plan says 1
     with open(trained[0].parents[1] / "plans.pkl", "rb") as f:
-        assert pickle.load(f)["base_num_features"] == 12
+        plans = pickle.load(f)
+    assert plans["base_num_features"] == 12 and plans["segmentation_export_params"]["interpolation_order_z"] == 0
 
 
 def test_localiser_alone_needs_exported_folds_before_it_trains(tmp_path):

@@ -86,6 +86,10 @@ def _add_hardware_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-features", type=int, default=None,
                         help="the network's base feature count instead of the plan's (a wider network; start it "
                              "from a trained one widened by `python -m app.training.widen`)")
+    parser.add_argument("--export-interpolation-order-z", type=int, choices=(0, 1), default=None,
+                        help="write v1's segmentation_export_params into the plans: 1 exports linearly along the "
+                             "low-resolution axis of an anisotropic CT, 0 takes the nearest slice (default: the "
+                             "plans' own; the small planner writes 1)")
     parser.add_argument("--parallel-folds", action="store_true",
                         help="train the folds at the same time, one process each (logs in WORK_DIR/parallel)")
     parser.add_argument("--measure-predict-on", type=Path, default=None,
@@ -136,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
                       fold_initial_lr=args.fold_initial_lr,
                       fold_init=args.fold_init, fold_schedule_start=args.fold_schedule_start,
                       batch_size=args.batch_size, base_features=args.base_features,
+                      export_interpolation_order_z=args.export_interpolation_order_z,
                       parallel_folds=args.parallel_folds,
                       resume=args.resume, stop_after_epochs=args.stop_after_epochs,
                       validation_cases=args.validation_cases, prepare_only=args.prepare_only,

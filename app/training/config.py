@@ -44,6 +44,9 @@ class TrainConfig:
     time_budget_s: float | None = None
     batch_size: int | None = None           # None: the plan's
     base_features: int | None = None        # None: the plan's; else a wider (or narrower) network
+    # v1's segmentation_export_params interpolation_order_z written into the plans (None: the plans'
+    # own; the demo planner writes 1, v1's default is 0), for plans made before the planner wrote it
+    export_interpolation_order_z: int | None = None
     parallel_folds: bool = False            # one process per fold (a GPU with room for several)
     resume: bool = False                    # --continue: unfinished folds go on from their latest checkpoint
     stop_after_epochs: int | None = None    # end this invocation after so many epochs per fold (checkpointed)
@@ -58,7 +61,7 @@ class TrainConfig:
     @property
     def scaled_trainer(self) -> bool:
         return (self.time_budget_s is not None or self.batch_size is not None or self.base_features is not None
-                or self.fold_schedule_start > 0)
+                or self.fold_schedule_start > 0 or self.export_interpolation_order_z is not None)
 
 
 PATH_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if "Path" in str(f.type)}

@@ -105,6 +105,7 @@ def _make_trainer(cfg: TrainConfig, cls, plans_file: Path, out_base: Path, fold,
     trainer.time_budget_s = cfg.time_budget_s
     trainer.batch_size_override = cfg.batch_size
     trainer.base_features_override = cfg.base_features
+    trainer.export_order_z_override = cfg.export_interpolation_order_z
     if fold != "all":
         trainer.schedule_start = cfg.fold_schedule_start
     if initial_lr is not None:

@@ -22,6 +22,10 @@ class SmallPlanner3D(ExperimentPlanner3D_v21):
     """
     TARGET_SPACING_MM = 5.0
     PATCH = (40, 40, 40)
+    # v1's segmentation_export_params, which its validation, predict and ours all read from the
+    # plans: linear along the low-resolution axis of an anisotropic CT, where v1's default takes
+    # the nearest 5 mm slice (docs/training.md, "The export along z")
+    EXPORT_PARAMS = {"force_separate_z": None, "interpolation_order": 1, "interpolation_order_z": 1}
     BASE_FEATURES = 8
     MAX_POOLS = 4
     BATCH_SIZE = 2
@@ -38,6 +42,10 @@ class SmallPlanner3D(ExperimentPlanner3D_v21):
 
     def get_target_spacing(self):
         return np.array([self.TARGET_SPACING_MM] * 3, dtype=float)
+
+    def save_my_plans(self):
+        self.plans["segmentation_export_params"] = dict(self.EXPORT_PARAMS)
+        super().save_my_plans()
 
     def get_properties_for_stage(self, current_spacing, original_spacing, original_shape, num_cases,
                                  num_modalities, num_classes):

@@ -13,6 +13,7 @@ from nnunet.training.network_training.nnUNet_variants.loss_function.nnUNetTraine
     nnUNetTrainerV2_graduallyTransitionFromCEToDice,
 )
 
+from app.inference.weights import STOCK_EXPORT_PARAMS
 from app.training.schedule import epochs_for_budget, loss_weights_from
 
 STOCK_TRAINER = nnUNetTrainerV2_graduallyTransitionFromCEToDice
@@ -32,6 +33,8 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
       batch of 2 no faster than a batch of 8);
     - `base_features_override`: the network's base feature count instead of the plan's (a wider
       network, started from a trained one by app.training.widen);
+    - `export_order_z_override`: v1's segmentation_export_params interpolation_order_z in the
+      plans (its validation, stock predict and the export all read it there);
     - `schedule_start`: the run covers the CE-to-Dice schedule from this fraction on (0.75: Dice
       only, for fold fine-tunes of a model that ended its schedule in Dice);
     - `time_budget_s`: after `CALIBRATION_EPOCHS` epochs, max_num_epochs is fitted to the wall-clock
@@ -44,6 +47,7 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
 
     batch_size_override: int | None = None
     base_features_override: int | None = None
+    export_order_z_override: int | None = None
     schedule_start: float = 0.0    # the part of the CE-to-Dice schedule this run covers starts here
     time_budget_s: float | None = None
     CALIBRATION_EPOCHS = 3
@@ -57,13 +61,16 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
         if self.base_features_override:
             # in the plans themselves, so that checkpoints and the export record the network trained
             plans["base_num_features"] = int(self.base_features_override)
+        if self.export_order_z_override is not None:
+            plans["segmentation_export_params"] = {**STOCK_EXPORT_PARAMS, **(plans.get("segmentation_export_params") or {}),
+                                                   "interpolation_order_z": int(self.export_order_z_override)}
         super().process_plans(plans)
         if self.batch_size_override:
             self.batch_size = int(self.batch_size_override)
 
     def save_debug_information(self):
         super().save_debug_information()  # also copies the plans file to plans.pkl, which the export reads
-        if self.base_features_override:
+        if self.base_features_override or self.export_order_z_override is not None:
             _write_atomic_bytes(Path(self.output_folder_base) / "plans.pkl", pickle.dumps(self.plans))
 
     def run_training(self):
