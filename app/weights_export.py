@@ -14,7 +14,7 @@ import pickle
 import re
 from pathlib import Path
 
-from app.inference.weights import FORMAT_VERSION, STOCK_EXPORT_PARAMS, export_order_z, sha256_of
+from app.inference.weights import FORMAT_VERSION, STOCK_EXPORT_PARAMS, export_order_z, sha256_of, verify_manifest
 from app.labels import LABELS
 
 CHECKPOINT = "model_final_checkpoint.model"
@@ -138,13 +138,15 @@ def set_interpolation_order_z(out_dir: Path, order_z: int) -> None:
     interpolation_order_z: 0 nearest, 1 linear) in an exported folder's plans.json and its hash.
     Stock nnU-Net honours the same setting from plans.pkl (app.oracle.v1_folder_from_weights)."""
     out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / "MANIFEST.json").read_text())
+    verify_manifest(out_dir, manifest)  # a plans.json altered since export must not be re-hashed into shape
     plan = json.loads((out_dir / "plans.json").read_text())
     params = {**STOCK_EXPORT_PARAMS, **(plan.get("segmentation_export_params") or {}), "interpolation_order_z": order_z}
     export_order_z(params)
     _write_json(out_dir / "plans.json", {**plan, "segmentation_export_params": params})
-    manifest = json.loads((out_dir / "MANIFEST.json").read_text())
-    manifest["files"]["plans.json"] = sha256_of(out_dir / "plans.json")
-    _write_json(out_dir / "MANIFEST.json", manifest)
+    files = {**manifest.pop("files"), "plans.json": sha256_of(out_dir / "plans.json")}
+    record = {**manifest.get("segmentation_export", {}), "interpolation_order_z": order_z, "set_after_export": True}
+    _write_json(out_dir / "MANIFEST.json", {**manifest, "segmentation_export": record, "files": files})
 
 
 def add_localiser(model_dir: Path, out_dir: Path, record: dict | None = None) -> Path:

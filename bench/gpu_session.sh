@@ -18,6 +18,8 @@ CARRY=${CARRY:-.devcarry/train_data.tar.xz}
 # WARM_LR: the starting checkpoint's initial learning rate (default: the trainer's 0.01).
 # BATCH (8) and ITERATIONS (150 a epoch) size the training; DEST is where the carry is unpacked.
 # BASE_FEATURES: the network's width, where the carried model was widened (app.training.widen).
+# ORDER_Z: the export along z written into the carried plans (1: linear; plans made before the
+# demo planner wrote it carry none, which means v1's nearest slice).
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 if [ -d .whl ]; then
@@ -38,6 +40,7 @@ timeout $(( 60 * ${TRAIN_MIN%.*} + 90 )) python3 -m app train --task-dir "$D/$TA
     --planner small --folds --warm-start-epochs 1000 --warm-start-init "$D/init.model" \
     ${WARM_LR:+--warm-start-lr "$WARM_LR"} --iterations "${ITERATIONS:-150}" --val-iterations 4 \
     --time-budget-min "$TRAIN_MIN" --batch-size "${BATCH:-8}" ${BASE_FEATURES:+--base-features "$BASE_FEATURES"} \
+    ${ORDER_Z:+--export-interpolation-order-z "$ORDER_Z"} \
     --da-workers "$WORKERS" --processes 8 --seed 11 > "$OUT/train.log" 2>&1
 echo "train exit $? after $(( $(date +%s) - T0 )) s"
 M=$D/work/nnUNet_results/nnUNet/3d_fullres/$TASK/ScaledCEToDiceTrainer__nnUNetPlans_small/all

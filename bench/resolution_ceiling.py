@@ -33,7 +33,7 @@ def ceiling_dice(labels: np.ndarray, spacing_zyx: np.ndarray, target_mm: float,
     axis = None if export_order_z == 1 else separate_z_axis(spacing_zyx, [target_mm] * 3, ANISOTROPY_THRESHOLD)
     pred = resample_argmax(torch.from_numpy(low), labels.shape, axis)
     return {organ.label: 2 * float(((pred == organ.label) & (labels == organ.label)).sum())
-            / float((pred == organ.label).sum() + (labels == organ.label).sum()) for organ in ORGANS}
+            / max(1.0, float((pred == organ.label).sum() + (labels == organ.label).sum())) for organ in ORGANS}
 
 
 def main() -> int:

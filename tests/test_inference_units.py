@@ -67,14 +67,14 @@ def test_probability_resampling_matches_v1(axis):
     assert (ours == expected).mean() > 0.9999
 
 
-@pytest.mark.parametrize("axis", [0, 2])
-def test_linear_along_the_separate_axis_is_v1s_order_z_1(axis):
+@pytest.mark.parametrize("axis, new_shape", [(0, (40, 31, 50)), (2, (40, 31, 50)),
+                                             (0, (9, 31, 50))])   # thick slices: fewer along z
+def test_linear_along_the_separate_axis_is_v1s_order_z_1(axis, new_shape):
     """Plans whose segmentation_export_params ask for interpolation_order_z 1: v1 resamples each
     slice linearly, then linearly along the separate axis, which the export does as 3-D linear."""
     from nnunet.preprocessing.preprocessing import resample_data_or_seg
     rng = np.random.default_rng(3)
     probs = torch.softmax(torch.from_numpy(rng.standard_normal((5, 17, 23, 19)).astype(np.float32) * 3), 0)
-    new_shape = (40, 31, 50)
     expected = resample_data_or_seg(probs.numpy(), new_shape, False, axis=[axis], order=1, do_separate_z=True,
                                     order_z=1).argmax(0)
     nearest = resample_data_or_seg(probs.numpy(), new_shape, False, axis=[axis], order=1, do_separate_z=True,

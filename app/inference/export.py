@@ -12,13 +12,14 @@ from app.inference.stages import StageTimer
 from app.inference.weights import Plan
 
 
-def export_separate_axis(case: Preprocessed, plan: Plan) -> int | None:
+def export_nearest_axis(case: Preprocessed, plan: Plan) -> int | None:
     """The axis that v1's export resamples by nearest neighbour, or None where it is linear along
     every axis: isotropic enough inputs, or plans that ask for linear along the separate axis
     (v1 then resamples in-plane and along that axis linearly, which is the 3-D linear resampling)."""
     if plan.export_interpolation_order_z == 1:
         return None
-    return separate_z_axis(case.original_spacing, case.spacing_after_resampling, plan.separate_z_anisotropy_threshold)
+    return separate_z_axis(case.original_spacing, case.spacing_after_resampling,
+                           plan.separate_z_anisotropy_threshold)
 
 
 def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan,
@@ -33,7 +34,7 @@ def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan,
         with timer.stage("argmax"):
             cropped = first_argmax(probs).cpu().numpy()
     else:
-        cropped = resample_argmax(probs, target, export_separate_axis(case, plan), timer=timer)
+        cropped = resample_argmax(probs, target, export_nearest_axis(case, plan), timer=timer)
     with timer.stage("argmax"):
         mask = np.zeros(case.original_shape, dtype=np.uint8)
         mask[case.bbox] = cropped
@@ -51,7 +52,7 @@ def region_probabilities_to_mask(probs: torch.Tensor, window: tuple[slice, ...],
     timer = timer or StageTimer()
     back = plan.transpose_backward
     probs = probs.permute(0, *[a + 1 for a in back])
-    axis = export_separate_axis(case, plan)
+    axis = export_nearest_axis(case, plan)
     labels, rows = resample_window_argmax(probs, [window[a] for a in back], [grid_shape[a] for a in back],
                                           case.cropped_shape, [inside[a] for a in back], axis, timer=timer)
     with timer.stage("argmax"):

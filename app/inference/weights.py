@@ -94,7 +94,7 @@ def export_order_z(params: dict | None) -> int:
     params = {**STOCK_EXPORT_PARAMS, **(params or {})}
     if params["force_separate_z"] is not None or params["interpolation_order"] != 1 \
             or params["interpolation_order_z"] not in (0, 1):
-        raise WeightsError(f"plans.json segmentation_export_params {params} are not supported: "
+        raise WeightsError(f"segmentation_export_params {params} are not supported: "
                            "force_separate_z null, interpolation_order 1, interpolation_order_z 0 or 1")
     return int(params["interpolation_order_z"])
 

@@ -13,7 +13,7 @@ from nnunet.training.network_training.nnUNet_variants.loss_function.nnUNetTraine
     nnUNetTrainerV2_graduallyTransitionFromCEToDice,
 )
 
-from app.inference.weights import STOCK_EXPORT_PARAMS
+from app.inference.weights import STOCK_EXPORT_PARAMS, export_order_z
 from app.training.schedule import epochs_for_budget, loss_weights_from
 
 STOCK_TRAINER = nnUNetTrainerV2_graduallyTransitionFromCEToDice
@@ -62,8 +62,10 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
             # in the plans themselves, so that checkpoints and the export record the network trained
             plans["base_num_features"] = int(self.base_features_override)
         if self.export_order_z_override is not None:
-            plans["segmentation_export_params"] = {**STOCK_EXPORT_PARAMS, **(plans.get("segmentation_export_params") or {}),
-                                                   "interpolation_order_z": int(self.export_order_z_override)}
+            params = {**STOCK_EXPORT_PARAMS, **(plans.get("segmentation_export_params") or {}),
+                      "interpolation_order_z": int(self.export_order_z_override)}
+            export_order_z(params)  # refused before training, not at the export after it
+            plans["segmentation_export_params"] = params
         super().process_plans(plans)
         if self.batch_size_override:
             self.batch_size = int(self.batch_size_override)
