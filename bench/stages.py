@@ -1,6 +1,6 @@
 """Everything but the network, stock nnU-Net v1 against ours, side by side in one process.
 
-    python -m bench.stages [--size 512 512 200] [--out bench/out/stages]
+    python -m bench.stages [--size 512 512 200] [--out bench/out/stages] [--export-order-z 1]
 
 The case: a synthetic 512 x 512 x 200 CT at 0.7 x 0.7 x 1.5 mm with the FLARE21 plan's
 0.8 x 0.8 x 2.5 mm target, so the z axis is resampled on its own. Random, spatially smooth class
@@ -93,13 +93,13 @@ def run_v1(ct_path: Path, plans: dict) -> tuple[dict, np.ndarray, dict]:
     return times, data[0], properties
 
 
-def export_v1(probs: np.ndarray, properties: dict, work: Path, times: dict) -> np.ndarray:
+def export_v1(probs: np.ndarray, properties: dict, work: Path, times: dict, order_z: int = 0) -> np.ndarray:
     from nnunet.inference.segmentation_export import save_segmentation_nifti_from_softmax
     from nnunet.postprocessing.connected_components import load_remove_save
     exported, final = work / "v1_export.nii.gz", work / "v1_final.nii.gz"
     with quiet(), timed(times, "export"):
         save_segmentation_nifti_from_softmax(probs, str(exported), copy.deepcopy(properties), 1, None, None, None,
-                                             None, None, None, 0)
+                                             None, None, None, order_z)
     with quiet(), timed(times, "postprocess"):
         load_remove_save(str(exported), str(final), LABELS, None)
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(final)))
@@ -169,6 +169,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=3, default=(512, 512, 200), metavar=("X", "Y", "Z"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "stages")
+    parser.add_argument("--export-order-z", type=int, choices=(0, 1), default=0,
+                        help="the plans' segmentation_export_params interpolation_order_z, on both sides "
+                             "(0: v1's default, nearest along the separate axis; 1: linear)")
     args = parser.parse_args(argv)
     from app.inference.weights import Plan
     from app.weights_export import plans_to_json
@@ -177,6 +180,8 @@ def main(argv=None) -> int:
     work = args.out
     work.mkdir(parents=True, exist_ok=True)
     plans = flare_plans(tiny=False)
+    plans["segmentation_export_params"] = {"force_separate_z": None, "interpolation_order": 1,
+                                           "interpolation_order_z": args.export_order_z}
     plan = Plan.from_json(plans_to_json(plans))
     ct_path = work / "ct_0000.nii.gz"
     sitk.WriteImage(synthetic_ct(args.size), str(ct_path), True)
@@ -189,7 +194,7 @@ def main(argv=None) -> int:
     image_max_abs = float(np.abs(ours_image - v1_image).max()) if ours_image.shape == v1_image.shape else float("inf")
     probs = smooth_probabilities(v1_image.shape, plan.network.num_classes)
     del v1_image, ours_image
-    v1_mask = export_v1(probs, properties, work, v1_times)
+    v1_mask = export_v1(probs, properties, work, v1_times, args.export_order_z)
     our_mask = export_ours(probs, case, loaded, plan, work, ours_times)
     agreement = float((v1_mask == our_mask).mean())
 

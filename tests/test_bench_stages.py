@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from bench.stage_table import stage_table
 
 
-def test_bench_stages_last_line_and_agreement(tmp_path, capsys):
+@pytest.mark.parametrize("order_z", ["0", "1"])  # v1's default export along z, and linear there
+def test_bench_stages_last_line_and_agreement(tmp_path, capsys, order_z):
     from bench.stages import main
-    assert main(["--size", "96", "80", "30", "--out", str(tmp_path)]) == 0
+    assert main(["--size", "96", "80", "30", "--out", str(tmp_path), "--export-order-z", order_z]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     match = re.fullmatch(r"stages_speedup=([0-9.]+) image_max_abs=([0-9.e+-]+) mask_agreement=([0-9.]+)", last)
     assert match, last
