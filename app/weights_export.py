@@ -14,7 +14,7 @@ import pickle
 import re
 from pathlib import Path
 
-from app.inference.weights import FORMAT_VERSION, STOCK_EXPORT_PARAMS, export_order_z, sha256_of, verify_manifest
+from app.inference.weights import FORMAT_VERSION, export_params, sha256_of, verify_manifest
 from app.labels import LABELS
 
 CHECKPOINT = "model_final_checkpoint.model"
@@ -30,8 +30,7 @@ def plans_to_json(plans: dict, mirror_axes=(0, 1, 2), training_orientation: str 
     if len(schemes) != 1:
         raise ValueError(f"expected one input channel (CT), plans have {len(schemes)}")
     intensity = plans["dataset_properties"]["intensityproperties"][0]
-    export_params = {**STOCK_EXPORT_PARAMS, **(plans.get("segmentation_export_params") or {})}
-    export_order_z(export_params)  # refused here, not at the first prediction
+    export = export_params(plans.get("segmentation_export_params"))  # refused here, not at the first prediction
     return {
         "format_version": FORMAT_VERSION,
         "network": {
@@ -56,7 +55,7 @@ def plans_to_json(plans: dict, mirror_axes=(0, 1, 2), training_orientation: str 
         },
         "mirror_axes": [int(a) for a in mirror_axes],
         "separate_z_anisotropy_threshold": 3.0,
-        "segmentation_export_params": export_params,
+        "segmentation_export_params": export,
         "labels": {str(k): v for k, v in {0: "background", **LABELS}.items()},
         "training_orientation": training_orientation,
         "data_identifier": plans.get("data_identifier"),
@@ -141,8 +140,7 @@ def set_interpolation_order_z(out_dir: Path, order_z: int) -> None:
     manifest = json.loads((out_dir / "MANIFEST.json").read_text())
     verify_manifest(out_dir, manifest)  # a plans.json altered since export must not be re-hashed into shape
     plan = json.loads((out_dir / "plans.json").read_text())
-    params = {**STOCK_EXPORT_PARAMS, **(plan.get("segmentation_export_params") or {}), "interpolation_order_z": order_z}
-    export_order_z(params)
+    params = export_params(plan.get("segmentation_export_params"), order_z)
     _write_json(out_dir / "plans.json", {**plan, "segmentation_export_params": params})
     files = {**manifest.pop("files"), "plans.json": sha256_of(out_dir / "plans.json")}
     record = {**manifest.get("segmentation_export", {}), "interpolation_order_z": order_z, "set_after_export": True}

@@ -25,8 +25,8 @@ def export_nearest_axis(case: Preprocessed, plan: Plan) -> int | None:
 def probabilities_to_mask(probs: torch.Tensor, case: Preprocessed, plan: Plan,
                           timer: StageTimer | None = None) -> np.ndarray:
     """Transpose back, resample to the cropped original shape (linear; nearest along the
-    low-resolution axis when anisotropic, unless the plan asks for linear), argmax, and paste into the uncropped grid. Only the
-    uint8 labels leave the probabilities' device."""
+    low-resolution axis when anisotropic, unless the plan asks for linear), argmax, and paste into
+    the uncropped grid. Only the uint8 labels leave the probabilities' device."""
     timer = timer or StageTimer()
     probs = probs.permute(0, *[a + 1 for a in plan.transpose_backward])
     target = case.cropped_shape

@@ -4,7 +4,8 @@
   as skimage.transform.resize does), and nearest along a low-resolution axis when the spacing is
   anisotropic ("separate z").
 - Probabilities: linear, nearest along the low-resolution axis unless the plans ask for linear
-  there too (app.inference.export.export_nearest_axis), computed in torch in chunks along the first axis so that memory stays bounded on large volumes, with the argmax taken per chunk.
+  there too (app.inference.export.export_nearest_axis), computed in torch in chunks along the
+  first axis so that memory stays bounded on large volumes, with the argmax taken per chunk.
 """
 from __future__ import annotations
 

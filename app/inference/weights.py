@@ -88,15 +88,22 @@ class Plan:
 STOCK_EXPORT_PARAMS = {"force_separate_z": None, "interpolation_order": 1, "interpolation_order_z": 0}
 
 
-def export_order_z(params: dict | None) -> int:
-    """The export's order along the low-resolution axis; v1's other export settings are taken as
-    its defaults only, since inference implements nothing else."""
+def export_params(params: dict | None, order_z: int | None = None) -> dict:
+    """v1's segmentation_export_params completed with its defaults (and `order_z` where given),
+    refused unless inference implements them: v1's defaults, with interpolation_order_z 0 or 1."""
     params = {**STOCK_EXPORT_PARAMS, **(params or {})}
+    if order_z is not None:
+        params["interpolation_order_z"] = order_z
     if params["force_separate_z"] is not None or params["interpolation_order"] != 1 \
             or params["interpolation_order_z"] not in (0, 1):
         raise WeightsError(f"segmentation_export_params {params} are not supported: "
                            "force_separate_z null, interpolation_order 1, interpolation_order_z 0 or 1")
-    return int(params["interpolation_order_z"])
+    return params
+
+
+def export_order_z(params: dict | None) -> int:
+    """The export's order along the low-resolution axis."""
+    return int(export_params(params)["interpolation_order_z"])
 
 
 @dataclass(frozen=True)

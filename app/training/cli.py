@@ -89,8 +89,8 @@ def _add_hardware_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-interpolation-order-z", type=int, choices=(0, 1), default=None,
                         help="write v1's segmentation_export_params into the plans: 1 exports linearly along the "
                              "low-resolution axis of an anisotropic CT, 0 takes the nearest slice (default: the "
-                             "plans' own; the small planner writes 1). Folds already trained keep theirs: set exported weights "
-                             "with app.weights_export.set_interpolation_order_z")
+                             "plans' own; the small planner writes 1). Folds already trained keep theirs: "
+                             "set exported weights with app.weights_export.set_interpolation_order_z")
     parser.add_argument("--parallel-folds", action="store_true",
                         help="train the folds at the same time, one process each (logs in WORK_DIR/parallel)")
     parser.add_argument("--measure-predict-on", type=Path, default=None,

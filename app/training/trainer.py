@@ -13,7 +13,7 @@ from nnunet.training.network_training.nnUNet_variants.loss_function.nnUNetTraine
     nnUNetTrainerV2_graduallyTransitionFromCEToDice,
 )
 
-from app.inference.weights import STOCK_EXPORT_PARAMS, export_order_z
+from app.inference.weights import export_params
 from app.training.schedule import epochs_for_budget, loss_weights_from
 
 STOCK_TRAINER = nnUNetTrainerV2_graduallyTransitionFromCEToDice
@@ -62,10 +62,9 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
             # in the plans themselves, so that checkpoints and the export record the network trained
             plans["base_num_features"] = int(self.base_features_override)
         if self.export_order_z_override is not None:
-            params = {**STOCK_EXPORT_PARAMS, **(plans.get("segmentation_export_params") or {}),
-                      "interpolation_order_z": int(self.export_order_z_override)}
-            export_order_z(params)  # refused before training, not at the export after it
-            plans["segmentation_export_params"] = params
+            # refused before training, not at the export after it
+            plans["segmentation_export_params"] = export_params(plans.get("segmentation_export_params"),
+                                                                int(self.export_order_z_override))
         super().process_plans(plans)
         if self.batch_size_override:
             self.batch_size = int(self.batch_size_override)
@@ -148,7 +147,8 @@ class ScaledCEToDiceTrainer(nnUNetTrainerV2_graduallyTransitionFromCEToDice):
 
 def trainer_class_for(epochs: int, scaled: bool = False):
     """nnunet's own class for the stock length, the scaled subclass otherwise (or when asked,
-    for a time budget, a batch size or width other than the plan's, or a later schedule start)."""
+    for a time budget, a batch size, width or export setting other than the plan's, or a later
+    schedule start)."""
     return STOCK_TRAINER if epochs == STOCK_EPOCHS and not scaled else ScaledCEToDiceTrainer
 
 
